@@ -1,0 +1,458 @@
+"""The configuration table: every ``OTEL_*`` and ``OBSKIT_*`` variable obskit reads, and ``load_settings``.
+
+Precedence is explicit ``init()`` argument > environment > default; an empty string means unset.
+Each parser accepts the variable's text (and, for explicit arguments, the native Python value) and raises
+``ValueError`` whose text says what is accepted; ``load_settings`` turns that into a ``ConfigError``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from . import _semconv as sc
+from .exceptions import ConfigError
+
+MASK: Final = "***"
+
+# ---------------------------------------------------------------------------------------------------------------
+# Parsers. Each takes a str (from the environment) or a native value (from an argument).
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise ValueError("expected 'true' or 'false'")
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    return value.strip()
+
+
+def _choice(*accepted: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = str(value).strip().lower()
+        if text not in accepted:
+            raise ValueError("expected one of " + ", ".join(repr(a) for a in accepted))
+        return text
+
+    return parse
+
+
+def _number(*, kind: type, low: float | None = None, high: float | None = None, scale: float = 1.0, unit: str = ""):  # type: ignore[no-untyped-def]
+    """A number in [low, high]; ``scale`` converts the variable's unit (ms) to the setting's (s)."""
+    what = "an integer" if kind is int else "a number"
+    bounds = ""
+    if low is not None and high is not None:
+        bounds = f" between {low:g} and {high:g}"
+    elif low is not None:
+        bounds = f" >= {low:g}"
+    accepted = f"expected {what}{bounds}{unit}"
+
+    def parse(value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError(accepted)
+        try:
+            number = kind(value.strip()) if isinstance(value, str) else kind(value)
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(accepted) from None
+        if isinstance(number, float) and not math.isfinite(number):
+            raise ValueError(accepted)
+        if (low is not None and number < low) or (high is not None and number > high):
+            raise ValueError(accepted)
+        return number * scale if scale != 1.0 else number
+
+    return parse
+
+
+_SIZE_SUFFIXES: Final = {"": 1, "b": 1, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "kb": 1000, "mb": 1000**2, "gb": 1000**3}
+
+
+def _bytes(value: Any) -> int:
+    accepted = "expected a size in bytes >= 1 MiB, optionally with a KiB, MiB or GiB suffix (e.g. '64MiB')"
+    if isinstance(value, bool):
+        raise ValueError(accepted)
+    if isinstance(value, int):
+        number = value
+    else:
+        match = re.fullmatch(r"\s*(\d+)\s*([kmg]i?b|b)?\s*", str(value), re.IGNORECASE)
+        if not match:
+            raise ValueError(accepted)
+        number = int(match.group(1)) * _SIZE_SUFFIXES[(match.group(2) or "").lower()]
+    if number < 1024**2:
+        raise ValueError(accepted)
+    return number
+
+
+def _key_values(what: str) -> Callable[[Any], dict[str, str]]:
+    """``key1=value1,key2=value2`` with percent-encoded values (W3C baggage octets), as OTel specifies."""
+
+    def parse(value: Any) -> dict[str, str]:
+        if isinstance(value, Mapping):
+            if not all(isinstance(k, str) and k and isinstance(v, str) for k, v in value.items()):
+                raise ValueError(f"expected a mapping of non-empty {what} names to string values")
+            return dict(value)
+        result: dict[str, str] = {}
+        for position, item in enumerate(str(value).split(","), start=1):
+            if not item.strip():
+                continue
+            key, sep, val = item.partition("=")
+            if not sep or not key.strip():
+                raise ValueError(f"entry {position} is not key=value; expected comma-separated key=value pairs")
+            result[unquote(key.strip())] = unquote(val.strip())
+        return result
+
+    return parse
+
+
+def _list(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        items: Iterable[Any] = value.split(",")
+    elif isinstance(value, Iterable):
+        items = value
+    else:
+        raise ValueError("expected a comma-separated list")
+    return tuple(str(item).strip() for item in items if str(item).strip())
+
+
+def _regex_list(value: Any) -> tuple[str, ...]:
+    patterns = _list(value)
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"pattern {pattern!r} is not a valid regular expression ({exc})") from None
+    return patterns
+
+
+def _endpoint(value: Any) -> str:
+    text = _str(value)
+    parts = urlsplit(text)
+    if parts.scheme and parts.scheme not in ("http", "https"):
+        # "collector:4317" parses with scheme "collector"; it is only a scheme if followed by "//".
+        if "://" in text:
+            raise ValueError("expected an http:// or https:// URL")
+    if "://" in text and not parts.hostname:
+        raise ValueError("expected a URL with a host, e.g. http://collector:4317")
+    return text
+
+
+def _path(value: Any) -> str:
+    text = _str(value)
+    if not os.path.isfile(text):
+        raise ValueError("expected the path of a readable PEM file")
+    return text
+
+
+def _log_level(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    text = str(value).strip().upper()
+    level = logging.getLevelName(text)
+    if not isinstance(level, int):
+        raise ValueError("expected one of 'DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL'")
+    return level
+
+
+_SAMPLERS: Final = (
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)
+_PROPAGATORS: Final = ("tracecontext", "baggage", "none")
+
+
+def _propagators(value: Any) -> tuple[str, ...]:
+    names = tuple(name.lower() for name in _list(value))
+    for name in names:
+        if name not in _PROPAGATORS:
+            raise ValueError("expected a comma-separated list of " + ", ".join(repr(p) for p in _PROPAGATORS))
+    return names
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The table.
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One configuration variable: where it comes from, how it is parsed, its default and its documentation."""
+
+    name: str  # field of Settings and keyword of init()
+    env: str | None  # the environment variable, None for argument-only settings
+    parse: Callable[[Any], Any]
+    default: Any
+    type_doc: str
+    doc: str
+    example: str = ""
+    secret: bool = False
+    argument: bool = True  # accepted as an init() keyword
+
+
+_PROTOCOLS: Final = ("grpc", "http/protobuf")
+_ms_to_s = {"kind": int, "low": 0, "scale": 0.001, "unit": " (milliseconds)"}
+
+
+def _signal_settings() -> list[Setting]:
+    rows: list[Setting] = []
+    for signal in ("traces", "metrics", "logs"):
+        upper = signal.upper()
+        rows += [
+            Setting(f"{signal}_endpoint", f"OTEL_EXPORTER_OTLP_{upper}_ENDPOINT", _endpoint, None, "URL",
+                    f"OTLP endpoint for {signal} only, used verbatim (no /v1/{signal} is appended).",
+                    f"http://collector:4318/v1/{signal}", argument=False),
+            Setting(f"{signal}_protocol", f"OTEL_EXPORTER_OTLP_{upper}_PROTOCOL", _choice(*_PROTOCOLS), None,
+                    "enum", f"Transport for {signal}; defaults to OTEL_EXPORTER_OTLP_PROTOCOL.", "http/protobuf",
+                    argument=False),
+            Setting(f"{signal}_headers", f"OTEL_EXPORTER_OTLP_{upper}_HEADERS", _key_values("header"), None,
+                    "key=value list", f"Extra headers for {signal} export; values are secret.",
+                    "x-tenant=ml", secret=True, argument=False),
+            Setting(f"{signal}_timeout", f"OTEL_EXPORTER_OTLP_{upper}_TIMEOUT", _number(**_ms_to_s), None,
+                    "milliseconds", f"Export timeout for {signal}; defaults to OTEL_EXPORTER_OTLP_TIMEOUT.",
+                    "5000", argument=False),
+        ]  # fmt: skip
+    return rows
+
+
+SETTINGS_TABLE: Final[tuple[Setting, ...]] = (
+    Setting("sdk_disabled", "OTEL_SDK_DISABLED", _bool, False, "bool",
+            "Disable all telemetry: init() installs nothing and every obskit call is a no-op.", "true"),
+    Setting("service_name", "OTEL_SERVICE_NAME", _str, "unknown_service", "string",
+            "The service.name resource attribute (wins over service.name in OTEL_RESOURCE_ATTRIBUTES).",
+            "fraud-scorer"),
+    Setting("service_version", "OBSKIT_SERVICE_VERSION", _str, None, "string",
+            "The service.version resource attribute.", "1.4.2"),
+    Setting("environment", "OBSKIT_ENVIRONMENT", _str, None, "string",
+            "The deployment.environment.name resource attribute.", "production"),
+    Setting("resource_attributes", "OTEL_RESOURCE_ATTRIBUTES", _key_values("attribute"), {}, "key=value list",
+            "Extra resource attributes, percent-encoded values.", "k8s.namespace.name=ml,team=fraud"),
+    Setting("traces_exporter", "OTEL_TRACES_EXPORTER", _choice("otlp", "console", "none"), "otlp", "enum",
+            "Where spans go.", "none"),
+    Setting("metrics_exporter", "OTEL_METRICS_EXPORTER", _choice("otlp", "console", "none", "prometheus"), "otlp",
+            "enum", "Where metrics go; 'prometheus' serves a pull endpoint instead of pushing.", "prometheus"),
+    Setting("logs_exporter", "OTEL_LOGS_EXPORTER", _choice("otlp", "console", "none"), "otlp", "enum",
+            "Where log records go. obskit never adds a console handler of its own.", "none"),
+    Setting("endpoint", "OTEL_EXPORTER_OTLP_ENDPOINT", _endpoint, None, "URL",
+            "Base OTLP endpoint. Default http://localhost:4317 (grpc) or http://localhost:4318 (http/protobuf); "
+            "for http/protobuf, /v1/traces, /v1/metrics and /v1/logs are appended.", "http://collector:4317"),
+    *_signal_settings(),
+    Setting("protocol", "OTEL_EXPORTER_OTLP_PROTOCOL", _choice(*_PROTOCOLS), "grpc", "enum",
+            "OTLP transport.", "http/protobuf"),
+    Setting("headers", "OTEL_EXPORTER_OTLP_HEADERS", _key_values("header"), {}, "key=value list",
+            "Headers sent with every export (API keys); values are secret and never printed.",
+            "authorization=Bearer%20abc", secret=True),
+    Setting("timeout", "OTEL_EXPORTER_OTLP_TIMEOUT", _number(**_ms_to_s), 10.0, "milliseconds",
+            "Timeout of one export request (the argument is in seconds).", "10000"),
+    Setting("compression", "OTEL_EXPORTER_OTLP_COMPRESSION", _choice("gzip", "none"), "none", "enum",
+            "Compression of export requests.", "gzip"),
+    Setting("certificate", "OTEL_EXPORTER_OTLP_CERTIFICATE", _path, None, "path",
+            "CA certificate (PEM) to verify the collector's TLS certificate.", "/etc/otel/ca.pem"),
+    Setting("client_key", "OTEL_EXPORTER_OTLP_CLIENT_KEY", _path, None, "path",
+            "Client private key (PEM) for mTLS.", "/etc/otel/client.key"),
+    Setting("client_certificate", "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", _path, None, "path",
+            "Client certificate (PEM) for mTLS.", "/etc/otel/client.pem"),
+    Setting("insecure", "OTEL_EXPORTER_OTLP_INSECURE", _bool, None, "bool",
+            "gRPC only: plaintext even without an http:// scheme (default: decided by the scheme).", "true"),
+    Setting("sampler", "OTEL_TRACES_SAMPLER", _choice(*_SAMPLERS), "parentbased_always_on", "enum",
+            "Trace sampler.", "parentbased_traceidratio"),
+    Setting("sampler_arg", "OTEL_TRACES_SAMPLER_ARG", _number(kind=float, low=0.0, high=1.0), None, "float",
+            "Sampling ratio for the *traceidratio samplers (default 1.0).", "0.1"),
+    Setting("propagators", "OTEL_PROPAGATORS", _propagators, ("tracecontext", "baggage"), "list",
+            "Context propagators.", "tracecontext,baggage"),
+    Setting("metric_export_interval", "OTEL_METRIC_EXPORT_INTERVAL", _number(kind=int, low=100, scale=0.001,
+            unit=" (milliseconds)"), 60.0, "milliseconds", "Interval between metric exports (argument in seconds).",
+            "15000"),
+    Setting("metric_export_timeout", "OTEL_METRIC_EXPORT_TIMEOUT", _number(**_ms_to_s), 30.0, "milliseconds",
+            "Timeout of one metric collection and export.", "30000"),
+    Setting("bsp_schedule_delay", "OTEL_BSP_SCHEDULE_DELAY", _number(**_ms_to_s), 5.0, "milliseconds",
+            "Delay between two span batch exports.", "1000"),
+    Setting("bsp_max_queue_size", "OTEL_BSP_MAX_QUEUE_SIZE", _number(kind=int, low=1), 2048, "int",
+            "Spans held in memory waiting for export; past it new spans are dropped and counted.", "8192"),
+    Setting("bsp_max_export_batch_size", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", _number(kind=int, low=1), 512, "int",
+            "Spans per export request.", "512"),
+    Setting("blrp_schedule_delay", "OTEL_BLRP_SCHEDULE_DELAY", _number(**_ms_to_s), 1.0, "milliseconds",
+            "Delay between two log record batch exports.", "1000"),
+    Setting("blrp_max_queue_size", "OTEL_BLRP_MAX_QUEUE_SIZE", _number(kind=int, low=1), 2048, "int",
+            "Log records held in memory waiting for export.", "8192"),
+    Setting("prometheus_host", "OTEL_EXPORTER_PROMETHEUS_HOST", _str, "localhost", "host",
+            "Address the prometheus pull endpoint listens on.", "0.0.0.0"),
+    Setting("prometheus_port", "OTEL_EXPORTER_PROMETHEUS_PORT", _number(kind=int, low=0, high=65535), 9464, "port",
+            "Port of the prometheus pull endpoint.", "9464"),
+    Setting("model_name", "OBSKIT_MODEL_NAME", _str, None, "string",
+            "Default model.name of stage decorators (else the function's name).", "fraud-xgb"),
+    Setting("model_version", "OBSKIT_MODEL_VERSION", _str, None, "string",
+            "Default model.version of stage decorators (else 'unknown').", "3"),
+    Setting("max_label_values", "OBSKIT_MAX_LABEL_VALUES", _number(kind=int, low=1, high=100_000), 100, "int",
+            "Distinct values kept per (metric, attribute); later new values become _OTHER.", "200"),
+    Setting("max_label_length", "OBSKIT_MAX_LABEL_LENGTH", _number(kind=int, low=8, high=4096),
+            sc.MAX_LABEL_VALUE_LENGTH, "int", "Metric attribute values are cut to this many characters.", "64"),
+    Setting("denied_labels", "OBSKIT_DENIED_LABELS", _list, (), "list",
+            "Attribute keys never used on metrics, added to the built-in deny list.", "tenant.id,customer.id"),
+    Setting("excluded_urls", "OBSKIT_EXCLUDED_URLS", _regex_list, (sc.DEFAULT_EXCLUDED_URLS,), "regex list",
+            "Comma-separated regexes searched in the URL path; a match means no span and no metric. "
+            "Anchor them (^/health$) to avoid excluding /api/health-report.", "^/healthz$,^/internal/"),
+    Setting("export_buffer_bytes", "OBSKIT_EXPORT_BUFFER_BYTES", _bytes, 64 * 1024**2, "bytes",
+            "Memory bound of the export buffer that holds telemetry while the collector is away.", "128MiB"),
+    Setting("shutdown_timeout", "OBSKIT_SHUTDOWN_TIMEOUT", _number(kind=float, low=0.0, high=300.0), 5.0,
+            "seconds", "Deadline of shutdown()'s final flush, at exit and on SIGTERM.", "10"),
+    Setting("auto_instrument", "OBSKIT_AUTO_INSTRUMENT", _bool, True, "bool",
+            "Instrument Flask and FastAPI apps created after init().", "false"),
+    Setting("log_level", "OBSKIT_LOG_LEVEL", _log_level, logging.INFO, "level",
+            "Lowest level of log records exported over OTLP.", "WARNING"),
+    Setting("capture_headers", "OBSKIT_CAPTURE_HEADERS", _list, (), "list",
+            "Request/response headers recorded on server spans (opt-in; credentials are redacted).",
+            "content-type,x-model-route"),
+    Setting("system_metrics", "OBSKIT_SYSTEM_METRICS", _bool, True, "bool",
+            "Export the process.* CPU, memory, thread and file-descriptor metrics.", "false"),
+)  # fmt: skip
+
+_BY_NAME: Final = {s.name: s for s in SETTINGS_TABLE}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The effective configuration. ``repr`` masks secret values."""
+
+    values: Mapping[str, Any]
+    sources: Mapping[str, str] = field(default_factory=dict)  # name -> "argument" | "environment" | "default"
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return object.__getattribute__(self, "values")[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __repr__(self) -> str:
+        shown = {name: display_value(name, value) for name, value in self.values.items()}
+        return f"Settings({shown})"
+
+    def endpoint_for(self, signal: str) -> str:
+        """The OTLP endpoint of one signal, with OpenTelemetry's rules for base versus per-signal endpoints."""
+        specific = self.values[f"{signal}_endpoint"]
+        protocol = self.protocol_for(signal)
+        if specific:
+            return str(specific)
+        base = self.values["endpoint"]
+        if protocol == "grpc":
+            return str(base or "http://localhost:4317")
+        base = str(base or "http://localhost:4318")
+        return base.rstrip("/") + f"/v1/{signal}"
+
+    def protocol_for(self, signal: str) -> str:
+        return str(self.values[f"{signal}_protocol"] or self.values["protocol"])
+
+    def headers_for(self, signal: str) -> dict[str, str]:
+        merged = dict(self.values["headers"])
+        merged.update(self.values[f"{signal}_headers"] or {})
+        return merged
+
+    def timeout_for(self, signal: str) -> float:
+        specific = self.values[f"{signal}_timeout"]
+        return float(specific if specific is not None else self.values["timeout"])
+
+
+def mask_url(url: str) -> str:
+    """Hide the password (and user) of a URL's userinfo."""
+    parts = urlsplit(url)
+    if parts.password is None and parts.username is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, f"{MASK}@{host}", parts.path, parts.query, parts.fragment))
+
+
+def display_value(name: str, value: Any) -> Any:
+    """A value safe to print: secrets masked (keys kept), URL passwords hidden."""
+    setting = _BY_NAME.get(name)
+    if value is None or setting is None:
+        return value
+    if setting.secret:
+        if isinstance(value, Mapping):
+            return {k: MASK for k in value}
+        return MASK
+    if setting.parse is _endpoint and isinstance(value, str):
+        return mask_url(value)
+    return value
+
+
+def _describe_bad(setting: Setting, source: str, raw: Any) -> str:
+    if setting.secret:
+        shown = MASK
+    elif setting.parse is _endpoint and isinstance(raw, str):
+        shown = repr(mask_url(raw))
+    else:
+        shown = repr(raw) if len(repr(raw)) <= 200 else repr(raw)[:200] + "..."
+    where = setting.env if source == "environment" else f"init({setting.name}=...)"
+    return f"{where}={shown}"
+
+
+def load_settings(env: Mapping[str, str] | None = None, **explicit: Any) -> Settings:
+    """Resolve every setting: explicit argument > environment > default. Pure apart from reading ``env``.
+
+    Raises:
+        ConfigError: an unknown argument or a malformed value, naming the variable, the value (masked when
+            secret) and what is accepted.
+    """
+    environ = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    unknown = [name for name in explicit if name not in _BY_NAME or not _BY_NAME[name].argument]
+    if unknown:
+        accepted = ", ".join(sorted(s.name for s in SETTINGS_TABLE if s.argument))
+        raise ConfigError(f"init() got unknown argument(s) {', '.join(sorted(unknown))}; accepted: {accepted}")
+    for setting in SETTINGS_TABLE:
+        raw: Any = explicit.get(setting.name)
+        source = "argument"
+        if raw is None or raw == "":
+            raw = environ.get(setting.env, "") if setting.env else ""
+            source = "environment"
+            if raw.strip() == "":
+                values[setting.name] = setting.default
+                sources[setting.name] = "default"
+                continue
+        try:
+            values[setting.name] = setting.parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{_describe_bad(setting, source, raw)}: {exc}") from None
+        sources[setting.name] = source
+    _check_endpoints(values, sources)
+    return Settings(values=values, sources=sources)
+
+
+def _check_endpoints(values: dict[str, Any], sources: dict[str, str]) -> None:
+    """HTTP/protobuf needs a full URL; gRPC also accepts ``host:port``."""
+    for signal in ("traces", "metrics", "logs"):
+        protocol = values[f"{signal}_protocol"] or values["protocol"]
+        for name in (f"{signal}_endpoint", "endpoint"):
+            url = values[name]
+            if url and protocol == "http/protobuf" and "://" not in url:
+                setting = _BY_NAME[name]
+                raise ConfigError(
+                    f"{_describe_bad(setting, sources[name], url)}: the http/protobuf protocol needs a URL with "
+                    "a scheme, e.g. http://collector:4318"
+                )
+
+
+def replace(settings: Settings, **changes: Any) -> Settings:
+    """A copy of ``settings`` with some values changed (used by tests and the CLI)."""
+    values = dict(settings.values)
+    values.update(changes)
+    return dataclasses.replace(settings, values=values)
