@@ -53,7 +53,14 @@ def _choice(*accepted: str) -> Callable[[Any], str]:
     return parse
 
 
-def _number(*, kind: type, low: float | None = None, high: float | None = None, scale: float = 1.0, unit: str = ""):  # type: ignore[no-untyped-def]
+def _number(
+    *,
+    kind: type[int] | type[float],
+    low: float | None = None,
+    high: float | None = None,
+    scale: float = 1.0,
+    unit: str = "",
+) -> Callable[[Any], Any]:
     """A number in [low, high]; ``scale`` converts the variable's unit (ms) to the setting's (s)."""
     what = "an integer" if kind is int else "a number"
     bounds = ""
@@ -79,7 +86,16 @@ def _number(*, kind: type, low: float | None = None, high: float | None = None, 
     return parse
 
 
-_SIZE_SUFFIXES: Final = {"": 1, "b": 1, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "kb": 1000, "mb": 1000**2, "gb": 1000**3}
+_SIZE_SUFFIXES: Final = {
+    "": 1,
+    "b": 1,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+}
 
 
 def _bytes(value: Any) -> int:
@@ -142,10 +158,9 @@ def _regex_list(value: Any) -> tuple[str, ...]:
 def _endpoint(value: Any) -> str:
     text = _str(value)
     parts = urlsplit(text)
-    if parts.scheme and parts.scheme not in ("http", "https"):
-        # "collector:4317" parses with scheme "collector"; it is only a scheme if followed by "//".
-        if "://" in text:
-            raise ValueError("expected an http:// or https:// URL")
+    # "collector:4317" parses with scheme "collector"; it is only a scheme if followed by "//".
+    if parts.scheme and parts.scheme not in ("http", "https") and "://" in text:
+        raise ValueError("expected an http:// or https:// URL")
     if "://" in text and not parts.hostname:
         raise ValueError("expected a URL with a host, e.g. http://collector:4317")
     return text
@@ -204,10 +219,18 @@ class Setting:
     example: str = ""
     secret: bool = False
     argument: bool = True  # accepted as an init() keyword
+    parse_arg: Callable[[Any], Any] | None = None  # for explicit values when their unit differs (seconds, not ms)
 
 
 _PROTOCOLS: Final = ("grpc", "http/protobuf")
-_ms_to_s = {"kind": int, "low": 0, "scale": 0.001, "unit": " (milliseconds)"}
+
+
+def _ms() -> Callable[[Any], Any]:
+    """A duration variable in milliseconds, held in seconds."""
+    return _number(kind=int, low=0, scale=0.001, unit=" (milliseconds)")
+
+
+_seconds = _number(kind=float, low=0.0, unit=" (seconds)")
 
 
 def _signal_settings() -> list[Setting]:
@@ -224,7 +247,7 @@ def _signal_settings() -> list[Setting]:
             Setting(f"{signal}_headers", f"OTEL_EXPORTER_OTLP_{upper}_HEADERS", _key_values("header"), None,
                     "key=value list", f"Extra headers for {signal} export; values are secret.",
                     "x-tenant=ml", secret=True, argument=False),
-            Setting(f"{signal}_timeout", f"OTEL_EXPORTER_OTLP_{upper}_TIMEOUT", _number(**_ms_to_s), None,
+            Setting(f"{signal}_timeout", f"OTEL_EXPORTER_OTLP_{upper}_TIMEOUT", _ms(), None,
                     "milliseconds", f"Export timeout for {signal}; defaults to OTEL_EXPORTER_OTLP_TIMEOUT.",
                     "5000", argument=False),
         ]  # fmt: skip
@@ -258,8 +281,8 @@ SETTINGS_TABLE: Final[tuple[Setting, ...]] = (
     Setting("headers", "OTEL_EXPORTER_OTLP_HEADERS", _key_values("header"), {}, "key=value list",
             "Headers sent with every export (API keys); values are secret and never printed.",
             "authorization=Bearer%20abc", secret=True),
-    Setting("timeout", "OTEL_EXPORTER_OTLP_TIMEOUT", _number(**_ms_to_s), 10.0, "milliseconds",
-            "Timeout of one export request (the argument is in seconds).", "10000"),
+    Setting("timeout", "OTEL_EXPORTER_OTLP_TIMEOUT", _ms(), 10.0, "milliseconds",
+            "Timeout of one export request (the argument is in seconds).", "10000", parse_arg=_seconds),
     Setting("compression", "OTEL_EXPORTER_OTLP_COMPRESSION", _choice("gzip", "none"), "none", "enum",
             "Compression of export requests.", "gzip"),
     Setting("certificate", "OTEL_EXPORTER_OTLP_CERTIFICATE", _path, None, "path",
@@ -278,17 +301,17 @@ SETTINGS_TABLE: Final[tuple[Setting, ...]] = (
             "Context propagators.", "tracecontext,baggage"),
     Setting("metric_export_interval", "OTEL_METRIC_EXPORT_INTERVAL", _number(kind=int, low=100, scale=0.001,
             unit=" (milliseconds)"), 60.0, "milliseconds", "Interval between metric exports (argument in seconds).",
-            "15000"),
-    Setting("metric_export_timeout", "OTEL_METRIC_EXPORT_TIMEOUT", _number(**_ms_to_s), 30.0, "milliseconds",
-            "Timeout of one metric collection and export.", "30000"),
-    Setting("bsp_schedule_delay", "OTEL_BSP_SCHEDULE_DELAY", _number(**_ms_to_s), 5.0, "milliseconds",
-            "Delay between two span batch exports.", "1000"),
+            "15000", parse_arg=_number(kind=float, low=0.1, unit=" (seconds)")),
+    Setting("metric_export_timeout", "OTEL_METRIC_EXPORT_TIMEOUT", _ms(), 30.0, "milliseconds",
+            "Timeout of one metric collection and export.", "30000", parse_arg=_seconds),
+    Setting("bsp_schedule_delay", "OTEL_BSP_SCHEDULE_DELAY", _ms(), 5.0, "milliseconds",
+            "Delay between two span batch exports.", "1000", parse_arg=_seconds),
     Setting("bsp_max_queue_size", "OTEL_BSP_MAX_QUEUE_SIZE", _number(kind=int, low=1), 2048, "int",
             "Spans held in memory waiting for export; past it new spans are dropped and counted.", "8192"),
     Setting("bsp_max_export_batch_size", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", _number(kind=int, low=1), 512, "int",
             "Spans per export request.", "512"),
-    Setting("blrp_schedule_delay", "OTEL_BLRP_SCHEDULE_DELAY", _number(**_ms_to_s), 1.0, "milliseconds",
-            "Delay between two log record batch exports.", "1000"),
+    Setting("blrp_schedule_delay", "OTEL_BLRP_SCHEDULE_DELAY", _ms(), 1.0, "milliseconds",
+            "Delay between two log record batch exports.", "1000", parse_arg=_seconds),
     Setting("blrp_max_queue_size", "OTEL_BLRP_MAX_QUEUE_SIZE", _number(kind=int, low=1), 2048, "int",
             "Log records held in memory waiting for export.", "8192"),
     Setting("prometheus_host", "OTEL_EXPORTER_PROMETHEUS_HOST", _str, "localhost", "host",
@@ -428,8 +451,9 @@ def load_settings(env: Mapping[str, str] | None = None, **explicit: Any) -> Sett
                 values[setting.name] = setting.default
                 sources[setting.name] = "default"
                 continue
+        parse = setting.parse_arg if source == "argument" and setting.parse_arg is not None else setting.parse
         try:
-            values[setting.name] = setting.parse(raw)
+            values[setting.name] = parse(raw)
         except ValueError as exc:
             raise ConfigError(f"{_describe_bad(setting, source, raw)}: {exc}") from None
         sources[setting.name] = source

@@ -1,0 +1,41 @@
+"""FastAPI: the contrib FastAPIInstrumentor, with obskit's providers and excluded URLs, no ASGI send/receive spans."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..exceptions import IntegrationUnavailable
+from ._http import contrib_excluded_urls, force_stable_http_semconv
+
+HINT = "pip install 'obskit[fastapi]'"
+
+
+def is_app(app: Any) -> bool:
+    try:
+        import fastapi
+    except ImportError:
+        return False
+    return isinstance(app, fastapi.FastAPI)
+
+
+def instrument(app: Any, tracer_provider: Any, meter_provider: Any, excluded_urls: tuple[str, ...]) -> None:
+    try:
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+    except ImportError:
+        raise IntegrationUnavailable(f"FastAPI instrumentation is not installed: {HINT}") from None
+    force_stable_http_semconv()
+    FastAPIInstrumentor.instrument_app(
+        app,
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        excluded_urls=contrib_excluded_urls(excluded_urls),
+        # The per-message "http receive"/"http send" spans triple the span count and say nothing about a model.
+        exclude_spans=["receive", "send"],
+    )
+
+
+def patch_class(hook: Any) -> None:
+    """Instrument every FastAPI app at the end of its ``__init__``, whoever holds a reference to the class."""
+    import wrapt
+
+    wrapt.wrap_function_wrapper("fastapi", "FastAPI.__init__", hook)

@@ -1,0 +1,80 @@
+"""Trace ids on ``LogRecord``s, and the OTLP log handler.
+
+Default: obskit never adds a console/stream handler and never calls ``logging.basicConfig``; the application's own
+output is unchanged. With the logs signal on, one extra handler on the root logger exports records over OTLP, so
+nothing is printed twice. Every record (exported or not) gains ``trace_id``/``span_id`` for formatters, e.g.
+``%(asctime)s %(levelname)s [trace_id=%(trace_id)s span_id=%(span_id)s] %(message)s``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from opentelemetry import trace
+
+# Written here rather than with contrib's LoggingInstrumentor: that one names the fields otelTraceID/otelSpanID
+# (the SPEC names them trace_id/span_id) and can call logging.basicConfig, which would change the app's output.
+_INVALID_TRACE_ID = "0" * 32
+_INVALID_SPAN_ID = "0" * 16
+_installed_factory: Callable[..., logging.LogRecord] | None = None
+_previous_factory: Callable[..., logging.LogRecord] | None = None
+
+# Records of these loggers are never exported: an exporter that logs its own failure must not feed itself.
+_NOT_EXPORTED = ("opentelemetry", "obskit", "grpc", "urllib3", "requests")
+_CONTEXT_KEYS = frozenset({"trace_id", "span_id", "trace_sampled"})
+
+
+def install_record_factory() -> None:
+    """Add ``trace_id``, ``span_id`` and ``trace_sampled`` to every LogRecord created from now on (idempotent)."""
+    global _installed_factory, _previous_factory
+    current = logging.getLogRecordFactory()
+    if current is _installed_factory:
+        return
+    previous = current
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid:
+            record.trace_id = format(context.trace_id, "032x")
+            record.span_id = format(context.span_id, "016x")
+            record.trace_sampled = context.trace_flags.sampled
+        else:
+            record.trace_id = _INVALID_TRACE_ID
+            record.span_id = _INVALID_SPAN_ID
+            record.trace_sampled = False
+        return record
+
+    _previous_factory, _installed_factory = previous, factory
+    logging.setLogRecordFactory(factory)
+
+
+def uninstall_record_factory() -> None:
+    global _installed_factory, _previous_factory
+    if _installed_factory is not None and logging.getLogRecordFactory() is _installed_factory:
+        assert _previous_factory is not None
+        logging.setLogRecordFactory(_previous_factory)
+    _installed_factory = _previous_factory = None
+
+
+def _exportable(record: logging.LogRecord) -> bool:
+    name = record.name
+    return not any(name == prefix or name.startswith(prefix + ".") for prefix in _NOT_EXPORTED)
+
+
+def make_handler(logger_provider: Any, level: int) -> logging.Handler:
+    """The OTLP handler (contrib's LoggingHandler), minus the trace-context fields it would copy as attributes."""
+    from opentelemetry.instrumentation.logging.handler import LoggingHandler
+
+    class _Handler(LoggingHandler):
+        def _get_attributes(self, record: logging.LogRecord) -> Any:
+            attributes, event_name = super()._get_attributes(record)
+            for key in _CONTEXT_KEYS:
+                attributes.pop(key, None)
+            return attributes, event_name
+
+    handler = _Handler(level=level, logger_provider=logger_provider)
+    handler.addFilter(_exportable)
+    return handler

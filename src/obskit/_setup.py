@@ -1,0 +1,456 @@
+"""``init()``, ``shutdown()``, ``force_flush()`` and the ``Handle``: the only module that touches OTel globals."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from opentelemetry import metrics as metrics_api
+from opentelemetry import propagate, trace
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.view import View
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import sampling as sampling_sdk
+
+from . import _exporters, _guard, _integrations, _logging, _resource, _safety, _stages
+from . import _semconv as sc
+from ._config import Settings, display_value, load_settings
+
+_logger = logging.getLogger("obskit")
+
+_PROCESS_METRICS: Mapping[str, list[str] | None] = {
+    "process.cpu.time": ["user", "system"],
+    "process.cpu.utilization": ["user", "system"],
+    "process.memory.usage": None,
+    "process.memory.virtual": None,
+    "process.open_file_descriptor.count": None,
+    "process.thread.count": None,
+    "process.context_switches": ["involuntary", "voluntary"],
+    "cpython.gc.collections": None,
+}
+
+# Attribute keys of the HTTP server metrics (SPEC §3): a View bounds them at the SDK whatever contrib adds.
+_HTTP_DURATION_KEYS = {
+    sc.ATTR_HTTP_REQUEST_METHOD,
+    sc.ATTR_HTTP_ROUTE,
+    sc.ATTR_HTTP_RESPONSE_STATUS_CODE,
+    sc.ATTR_URL_SCHEME,
+    sc.ATTR_ERROR_TYPE,
+}
+_HTTP_ACTIVE_KEYS = {sc.ATTR_HTTP_REQUEST_METHOD, sc.ATTR_URL_SCHEME}
+
+
+class Handle:
+    """What ``init()`` returns: the effective settings and the providers, with ``force_flush()`` and ``shutdown()``.
+
+    Example:
+        >>> handle = obskit.init(service_name="fraud-scorer")  # doctest: +SKIP
+        >>> handle.force_flush(timeout=2.0)  # doctest: +SKIP
+        True
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        arguments: Mapping[str, Any],
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
+        logger_provider: LoggerProvider | None = None,
+        resource: Resource | None = None,
+        on_shutdown: tuple[Callable[[], None], ...] = (),
+    ) -> None:
+        self.settings = settings
+        self.tracer_provider = tracer_provider
+        self.meter_provider = meter_provider
+        self.logger_provider = logger_provider
+        self.resource = resource
+        self._arguments = dict(arguments)
+        self._on_shutdown = on_shutdown
+        self._shut_down = False
+        self._lock = threading.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        """False under ``OTEL_SDK_DISABLED=true``: nothing was installed."""
+        return not self.settings.sdk_disabled
+
+    def __repr__(self) -> str:
+        return f"<obskit.Handle service={self.settings.service_name!r} enabled={self.enabled}>"
+
+    def _providers(self) -> list[Any]:
+        return [p for p in (self.tracer_provider, self.meter_provider, self.logger_provider) if p is not None]
+
+    def force_flush(self, timeout: float | None = None) -> bool:
+        """Export everything recorded so far; waits at most ``timeout`` seconds (default OBSKIT_SHUTDOWN_TIMEOUT).
+
+        Returns:
+            True when every signal was flushed within the deadline.
+        """
+        deadline = self.settings.shutdown_timeout if timeout is None else timeout
+        millis = int(deadline * 1000)
+
+        def flush() -> bool:
+            results = [bool(p.force_flush(timeout_millis=millis)) for p in self._providers()]
+            return all(results)
+
+        return _run_with_deadline(flush, deadline, "force_flush")
+
+    def shutdown(self, timeout: float | None = None) -> bool:
+        """Flush and stop every provider within ``timeout`` seconds (default OBSKIT_SHUTDOWN_TIMEOUT).
+
+        Idempotent; runs by itself at interpreter exit (also after SIGTERM to uvicorn and gunicorn workers).
+
+        Returns:
+            True when everything was flushed and closed within the deadline.
+        """
+        with self._lock:
+            if self._shut_down:
+                return True
+            self._shut_down = True
+        deadline = self.settings.shutdown_timeout if timeout is None else timeout
+        for callback in self._on_shutdown:
+            with _safety.swallow_errors("shutdown"):
+                callback()
+
+        def close() -> bool:
+            for provider in self._providers():
+                with _safety.swallow_errors("shutdown"):
+                    provider.shutdown()
+            return True
+
+        return _run_with_deadline(close, deadline, "shutdown")
+
+
+def _run_with_deadline(work: Callable[[], bool], deadline: float, what: str) -> bool:
+    """Run ``work`` in a daemon thread and give up waiting after ``deadline`` seconds.
+
+    The SDK's own shutdown can block for the exporter's whole retry schedule (about a minute against a dead
+    collector); a daemon thread bounds what the host process waits for, and dies with it.
+    """
+    outcome: list[bool] = []
+
+    def target() -> None:
+        try:
+            outcome.append(work())
+        except Exception as exc:
+            _safety.record_internal_error(what, exc)
+            outcome.append(False)
+
+    thread = threading.Thread(target=target, name=f"obskit-{what}", daemon=True)
+    thread.start()
+    thread.join(deadline)
+    if thread.is_alive():
+        _logger.warning("obskit %s did not finish within %.1fs; continuing without waiting", what, deadline)
+        return False
+    return bool(outcome and outcome[0])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+_handle: Handle | None = None
+_init_lock = threading.RLock()
+_hooks_installed = False
+
+
+def init(**kwargs: Any) -> Handle:
+    """Configure tracing, metrics and logs export and auto-instrument Flask and FastAPI. See ``obskit.init``."""
+    global _handle
+    with _init_lock:
+        if _handle is not None:
+            if _safe_arguments(kwargs) != _safe_arguments(_handle._arguments):
+                _safety.warn_once(
+                    "init-twice",
+                    "obskit.init() was already called with different arguments; the first configuration stays "
+                    "in force (call obskit.shutdown() first to reconfigure)",
+                )
+            return _handle
+        settings = load_settings(os.environ, **kwargs)
+        if settings.sdk_disabled:
+            _handle = Handle(settings, arguments=kwargs)
+            return _handle
+        _handle = _build(settings, kwargs)
+        _install_process_hooks()
+        return _handle
+
+
+def _safe_arguments(arguments: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: display_value(k, v) for k, v in arguments.items()}
+
+
+def _sampler(settings: Settings) -> sampling_sdk.Sampler:
+    ratio = 1.0 if settings.sampler_arg is None else float(settings.sampler_arg)
+    name = settings.sampler
+    samplers: dict[str, Callable[[], sampling_sdk.Sampler]] = {
+        "always_on": lambda: sampling_sdk.ALWAYS_ON,
+        "always_off": lambda: sampling_sdk.ALWAYS_OFF,
+        "traceidratio": lambda: sampling_sdk.TraceIdRatioBased(ratio),
+        "parentbased_always_on": lambda: sampling_sdk.ParentBased(sampling_sdk.ALWAYS_ON),
+        "parentbased_always_off": lambda: sampling_sdk.ParentBased(sampling_sdk.ALWAYS_OFF),
+        "parentbased_traceidratio": lambda: sampling_sdk.ParentBased(sampling_sdk.TraceIdRatioBased(ratio)),
+    }
+    return samplers[name]()
+
+
+def _views() -> list[View]:
+    return [
+        View(instrument_name=sc.METRIC_HTTP_SERVER_REQUEST_DURATION, attribute_keys=_HTTP_DURATION_KEYS),
+        View(instrument_name=sc.HTTP_SERVER_ACTIVE_REQUESTS, attribute_keys=_HTTP_ACTIVE_KEYS),
+    ]
+
+
+def _propagator(settings: Settings) -> Any:
+    from opentelemetry.baggage.propagation import W3CBaggagePropagator
+    from opentelemetry.propagators.composite import CompositePropagator
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    chosen: list[Any] = []
+    for name in settings.propagators:
+        if name == "tracecontext":
+            chosen.append(TraceContextTextMapPropagator())
+        elif name == "baggage":
+            chosen.append(W3CBaggagePropagator())
+    return CompositePropagator(chosen)
+
+
+def _build(settings: Settings, arguments: Mapping[str, Any], capture: Any = None) -> Handle:
+    """Build and install the providers; ``capture`` (testing.CapturedTelemetry) replaces the exporters."""
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+
+    resource = _resource.build_resource(settings)
+    if capture is not None:
+        span_exporter, metric_reader, log_exporter = capture.span_exporter, capture.metric_reader, capture.log_exporter
+    else:
+        span_exporter = _exporters.span_exporter(settings)
+        metric_reader = _exporters.metric_reader(settings)
+        log_exporter = _exporters.log_exporter(settings)
+
+    tracer_provider = TracerProvider(resource=resource, sampler=_sampler(settings))
+    if capture is not None:
+        tracer_provider.add_span_processor(SimpleSpanProcessor(span_exporter))
+    elif span_exporter is not None:
+        tracer_provider.add_span_processor(
+            BatchSpanProcessor(
+                span_exporter,
+                max_queue_size=settings.bsp_max_queue_size,
+                schedule_delay_millis=settings.bsp_schedule_delay * 1000,
+                max_export_batch_size=min(settings.bsp_max_export_batch_size, settings.bsp_max_queue_size),
+            )
+        )
+    meter_provider = MeterProvider(
+        resource=resource,
+        metric_readers=[metric_reader] if metric_reader is not None else [],
+        views=_views(),
+    )
+    logger_provider: LoggerProvider | None = None
+    handler: logging.Handler | None = None
+    if log_exporter is not None:
+        from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, SimpleLogRecordProcessor
+
+        logger_provider = LoggerProvider(resource=resource)
+        logger_provider.add_log_record_processor(
+            SimpleLogRecordProcessor(log_exporter)
+            if capture is not None
+            else BatchLogRecordProcessor(
+                log_exporter,
+                max_queue_size=settings.blrp_max_queue_size,
+                schedule_delay_millis=settings.blrp_schedule_delay * 1000,
+            )
+        )
+        handler = _logging.make_handler(logger_provider, settings.log_level)
+
+    guard = _guard.LabelGuard(
+        max_values=settings.max_label_values,
+        denied=settings.denied_labels,
+        max_length=settings.max_label_length,
+    )
+    guarded = _guard.GuardedMeterProvider(meter_provider, guard)
+    traces_on = span_exporter is not None
+    # Metrics-only mode: contrib gets a no-op tracer, so no span is even created and sampled out.
+    contrib_tracer_provider: Any = tracer_provider if traces_on else trace.NoOpTracerProvider()
+
+    _set_globals(tracer_provider, guarded, logger_provider, _propagator(settings))
+    own_meter = meter_provider.get_meter(sc.INSTRUMENTATION_NAME)
+    own_meter.create_observable_counter(
+        sc.INTERNAL_ERRORS,
+        callbacks=[_internal_errors_callback],
+        unit="{error}",
+        description="Failures inside obskit, swallowed so the application never sees them.",
+    )
+    _stages.bind(
+        contrib_tracer_provider.get_tracer(sc.INSTRUMENTATION_NAME),
+        guarded.get_meter(sc.INSTRUMENTATION_NAME),
+        model_name=settings.model_name,
+        model_version=settings.model_version,
+        traces_enabled=traces_on,
+    )
+    _guard.install(guarded)
+    _logging.install_record_factory()
+    if handler is not None:
+        logging.getLogger().addHandler(handler)
+
+    system_metrics = _start_system_metrics(guarded) if settings.system_metrics and metric_reader else None
+    _integrations.configure(
+        _integrations.Target(
+            tracer_provider=contrib_tracer_provider,
+            meter_provider=guarded,
+            excluded_urls=settings.excluded_urls,
+            auto=settings.auto_instrument,
+        )
+    )
+
+    def detach() -> None:
+        _integrations.unconfigure()
+        _stages.unbind()
+        _guard.install(None)
+        if handler is not None:
+            logging.getLogger().removeHandler(handler)
+        if system_metrics is not None:
+            system_metrics.uninstrument()
+
+    return Handle(
+        settings,
+        arguments=arguments,
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        logger_provider=logger_provider,
+        resource=resource,
+        on_shutdown=(detach,),
+    )
+
+
+def _internal_errors_callback(_options: Any) -> Any:
+    from opentelemetry.metrics import Observation
+
+    yield Observation(_safety.internal_error_count())
+
+
+def _start_system_metrics(meter_provider: Any) -> Any:
+    try:
+        from opentelemetry.instrumentation.system_metrics import SystemMetricsInstrumentor
+    except ImportError:  # pragma: no cover - a dependency of obskit; kept for broken installs
+        return None
+    instrumentor = SystemMetricsInstrumentor(config=dict(_PROCESS_METRICS))
+    instrumentor.instrument(meter_provider=meter_provider)
+    return instrumentor
+
+
+def _set_globals(tracer_provider: Any, meter_provider: Any, logger_provider: Any, propagator: Any) -> None:
+    from opentelemetry._logs import set_logger_provider
+
+    trace.set_tracer_provider(tracer_provider)
+    metrics_api.set_meter_provider(meter_provider)
+    if logger_provider is not None:
+        set_logger_provider(logger_provider)
+    propagate.set_global_textmap(propagator)
+
+
+def _install_process_hooks() -> None:
+    global _hooks_installed
+    if _hooks_installed:
+        return
+    _hooks_installed = True
+    atexit.register(_at_exit)
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _at_exit() -> None:
+    handle = _handle
+    if handle is not None and handle.enabled:
+        handle.shutdown()
+
+
+def _after_fork_in_child() -> None:
+    # gunicorn --preload forks workers from a master that ran init(): each worker needs its own identity. The
+    # SDK's batch processors and periodic reader restart their threads and drop the master's queue themselves.
+    handle = _handle
+    if handle is None or handle.resource is None:
+        return
+    with _safety.swallow_errors("fork"):
+        _resource.renew_instance_id(handle.resource)
+        if handle.settings.metrics_exporter == "prometheus":
+            _safety.log_once(
+                "prometheus-fork",
+                "OTEL_METRICS_EXPORTER=prometheus does not work in forked workers (pid %s): the pull endpoint "
+                "belongs to the master; use OTLP with several workers (docs/deployment.md)",
+                os.getpid(),
+            )
+
+
+def shutdown(timeout: float | None = None) -> bool:
+    """Flush and close what ``init()`` installed, within ``timeout`` seconds (default OBSKIT_SHUTDOWN_TIMEOUT).
+
+    Returns:
+        True when everything was flushed within the deadline; also True when obskit was never initialised.
+    """
+    handle = _handle
+    if handle is None or not handle.enabled:
+        return True
+    return handle.shutdown(timeout)
+
+
+def force_flush(timeout: float | None = None) -> bool:
+    """Export everything recorded so far, waiting at most ``timeout`` seconds.
+
+    Returns:
+        True when every signal was flushed in time; also True when obskit was never initialised.
+    """
+    handle = _handle
+    if handle is None or not handle.enabled:
+        return True
+    return handle.force_flush(timeout)
+
+
+def current_handle() -> Handle | None:
+    return _handle
+
+
+def _reset() -> None:
+    """Shut down and forget the current configuration, so a test can ``init()`` again (tests only).
+
+    OpenTelemetry's globals can be set once per process; tests reset the set-once guards the way OTel's own
+    test utilities do, so every test gets fresh providers.
+    """
+    global _handle
+    with _init_lock:
+        handle, _handle = _handle, None
+        if handle is not None and handle.enabled:
+            handle.shutdown(timeout=5.0)
+        _logging.uninstall_record_factory()
+        _integrations.unconfigure()
+        _stages.unbind()
+        _guard.install(None)
+        _reset_otel_globals()
+
+
+def _reset_otel_globals() -> None:
+    from opentelemetry import _logs
+    from opentelemetry._logs import _internal as logs_internal
+    from opentelemetry.metrics import _internal as metrics_internal
+    from opentelemetry.util._once import Once
+
+    trace._TRACER_PROVIDER_SET_ONCE = Once()
+    trace._TRACER_PROVIDER = None
+    metrics_internal._METER_PROVIDER_SET_ONCE = Once()
+    metrics_internal._METER_PROVIDER = None
+    metrics_internal._PROXY_METER_PROVIDER = metrics_internal._ProxyMeterProvider()
+    logs_internal._LOGGER_PROVIDER_SET_ONCE = Once()
+    logs_internal._LOGGER_PROVIDER = None
+    del _logs
+
+
+def init_capture(capture: Any, **kwargs: Any) -> Handle:
+    """Replace any current configuration with one that records into ``capture``'s in-memory exporters."""
+    global _handle
+    with _init_lock:
+        _reset()
+        settings = load_settings(os.environ, **kwargs)
+        _handle = _build(settings, kwargs, capture=capture)
+        return _handle
