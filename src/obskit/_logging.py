@@ -64,9 +64,27 @@ def _exportable(record: logging.LogRecord) -> bool:
     return not any(name == prefix or name.startswith(prefix + ".") for prefix in _NOT_EXPORTED)
 
 
+def _handled_elsewhere(record: logging.LogRecord, ours: logging.Handler) -> bool:
+    """Would any handler but ours see this record? (``logging.Logger.callHandlers``' walk up the hierarchy.)"""
+    logger: logging.Logger | None = logging.getLogger(record.name)
+    while logger is not None:
+        if any(h is not ours and record.levelno >= h.level for h in logger.handlers):
+            return True
+        if not logger.propagate:
+            return False
+        logger = logger.parent
+    return False
+
+
 def make_handler(logger_provider: Any, level: int) -> logging.Handler:
-    """The OTLP handler (contrib's LoggingHandler), minus the trace-context fields it would copy as attributes."""
+    """The OTLP handler (contrib's LoggingHandler), minus the trace-context fields it would copy as attributes.
+
+    When the application configured no logging at all, Python prints warnings through ``logging.lastResort``
+    only while the root logger has no handler; obskit's handler keeps that output as it was.
+    """
     from opentelemetry.instrumentation.logging.handler import LoggingHandler
+
+    keep_last_resort = not logging.getLogger().handlers
 
     class _Handler(LoggingHandler):
         def _get_attributes(self, record: logging.LogRecord) -> Any:
@@ -75,6 +93,64 @@ def make_handler(logger_provider: Any, level: int) -> logging.Handler:
                 attributes.pop(key, None)
             return attributes, event_name
 
+        def handle(self, record: logging.LogRecord) -> bool:
+            last_resort = logging.lastResort
+            if (
+                keep_last_resort
+                and last_resort is not None
+                and record.levelno >= last_resort.level
+                and not _handled_elsewhere(record, self)
+            ):
+                last_resort.handle(record)
+            return bool(super().handle(record))
+
     handler = _Handler(level=level, logger_provider=logger_provider)
     handler.addFilter(_exportable)
     return handler
+
+
+_current_handler: logging.Handler | None = None
+_config_functions_patched = False
+
+
+def attach_handler(handler: logging.Handler) -> None:
+    """Put the OTLP handler on the root logger, where ``basicConfig``/``dictConfig`` neither see nor remove it."""
+    global _current_handler
+    _patch_config_functions()
+    _current_handler = handler
+    logging.getLogger().addHandler(handler)
+
+
+def detach_handler(handler: logging.Handler) -> None:
+    global _current_handler
+    logging.getLogger().removeHandler(handler)
+    if _current_handler is handler:
+        _current_handler = None
+
+
+def _patch_config_functions() -> None:
+    # basicConfig() does nothing when the root logger already has a handler: with obskit's handler attached
+    # first, the application's own logging setup would silently be skipped. The handler is hidden for the call.
+    global _config_functions_patched
+    if _config_functions_patched:
+        return
+    _config_functions_patched = True
+    import logging.config
+
+    import wrapt
+
+    def hide_handler(wrapped: Any, _instance: Any, args: Any, kwargs: Any) -> Any:
+        handler = _current_handler
+        root = logging.getLogger()
+        hidden = handler is not None and handler in root.handlers
+        if hidden:
+            root.removeHandler(handler)  # type: ignore[arg-type]
+        try:
+            return wrapped(*args, **kwargs)
+        finally:
+            if hidden:
+                root.addHandler(handler)  # type: ignore[arg-type]
+
+    wrapt.wrap_function_wrapper(logging, "basicConfig", hide_handler)
+    wrapt.wrap_function_wrapper(logging.config, "dictConfig", hide_handler)
+    wrapt.wrap_function_wrapper(logging.config, "fileConfig", hide_handler)

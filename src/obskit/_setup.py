@@ -293,7 +293,7 @@ def _build(settings: Settings, arguments: Mapping[str, Any], capture: Any = None
     _guard.install(guarded)
     _logging.install_record_factory()
     if handler is not None:
-        logging.getLogger().addHandler(handler)
+        _logging.attach_handler(handler)
 
     system_metrics = _start_system_metrics(guarded) if settings.system_metrics and metric_reader else None
     _integrations.configure(
@@ -310,7 +310,7 @@ def _build(settings: Settings, arguments: Mapping[str, Any], capture: Any = None
         _stages.unbind()
         _guard.install(None)
         if handler is not None:
-            logging.getLogger().removeHandler(handler)
+            _logging.detach_handler(handler)
         if system_metrics is not None:
             system_metrics.uninstrument()
 
