@@ -65,7 +65,7 @@ def _exportable(record: logging.LogRecord) -> bool:
 
 
 def _handled_elsewhere(record: logging.LogRecord, ours: logging.Handler) -> bool:
-    """Would any handler but ours see this record? (``logging.Logger.callHandlers``' walk up the hierarchy.)"""
+    """Whether any handler but ours sees this record, walking up the hierarchy as ``Logger.callHandlers`` does."""
     logger: logging.Logger | None = logging.getLogger(record.name)
     while logger is not None:
         if any(h is not ours and record.levelno >= h.level for h in logger.handlers):

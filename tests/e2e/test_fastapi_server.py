@@ -147,7 +147,8 @@ def test_logs_carry_trace_context(server: Server, rx: OtlpReceiver):
     record = rx.wait_for_log(body="predicted 2 rows", timeout=10)
     assert len(record.trace_id) == 32
     assert record.trace_id != "0" * 32
-    assert rx.spans("POST /predict") and record.trace_id in {s.trace_id for s in rx.spans("POST /predict")}
+    root = rx.wait_for_span("POST /predict", timeout=10, predicate=lambda s: s.trace_id == record.trace_id)
+    assert record.span_id in {root.span_id} | {s.span_id for s in rx.spans() if s.trace_id == root.trace_id}
     assert record.severity_text == "INFO"
     assert "trace_id" not in record.attributes
 
