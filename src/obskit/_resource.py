@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import uuid
 from typing import Any
 
 from opentelemetry.sdk.resources import Resource
@@ -43,19 +42,20 @@ def _sdk_defaults() -> Resource:
 
 
 def new_instance_id() -> str:
-    return str(uuid.uuid4())
+    """The SDK's per-process instance id, so that the SDK's own fork handling renews the same identity."""
+    from opentelemetry.sdk.resources import ServiceInstanceIdResourceDetector
+
+    return str(ServiceInstanceIdResourceDetector().detect().attributes[SERVICE_INSTANCE_ID])
 
 
-def renew_instance_id(resource: Resource) -> None:
-    """Give a forked worker its own identity, in place.
+def refresh_after_fork(providers: list[Any]) -> None:
+    """Give a forked worker its own ``process.pid`` (the SDK's providers renew ``service.instance.id`` themselves).
 
-    The tracer, meter and logger providers (and every tracer created from them) hold this same Resource object,
-    and the SDK offers no way to swap a provider's resource; rewriting the one shared object after fork is the
-    only change that reaches all of them at once.
+    Each SDK provider merges its process-dependent detectors into its resource in its own at-fork hook, registered
+    before obskit's; ``process.pid`` is not among them, so it is merged here the same way.
     """
-    from opentelemetry.attributes import BoundedAttributes
-
-    attributes = dict(resource.attributes)
-    attributes[SERVICE_INSTANCE_ID] = new_instance_id()
-    attributes[PROCESS_PID] = os.getpid()
-    resource._attributes = BoundedAttributes(attributes=attributes, immutable=True)
+    pid = Resource({PROCESS_PID: os.getpid()})
+    for provider in providers:
+        update = getattr(provider, "_update_resource", None)
+        if update is not None:
+            update(pid)

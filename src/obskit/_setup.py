@@ -65,6 +65,7 @@ class Handle:
         logger_provider: LoggerProvider | None = None,
         resource: Resource | None = None,
         on_shutdown: tuple[Callable[[], None], ...] = (),
+        on_fork: tuple[Callable[[], None], ...] = (),
     ) -> None:
         self.settings = settings
         self.tracer_provider = tracer_provider
@@ -73,6 +74,7 @@ class Handle:
         self.resource = resource
         self._arguments = dict(arguments)
         self._on_shutdown = on_shutdown
+        self._on_fork = on_fork
         self._shut_down = False
         self._lock = threading.Lock()
 
@@ -322,7 +324,17 @@ def _build(settings: Settings, arguments: Mapping[str, Any], capture: Any = None
         logger_provider=logger_provider,
         resource=resource,
         on_shutdown=(detach,),
+        on_fork=(lambda: _system_metrics_after_fork(system_metrics),),
     )
+
+
+def _system_metrics_after_fork(instrumentor: Any) -> None:
+    # contrib's SystemMetricsInstrumentor holds a psutil.Process of the pid that instrumented it: after a
+    # pre-fork, every worker would report the master's memory and CPU.
+    if instrumentor is not None and hasattr(instrumentor, "_proc"):
+        import psutil
+
+        instrumentor._proc = psutil.Process(os.getpid())
 
 
 def _internal_errors_callback(_options: Any) -> Any:
@@ -374,7 +386,9 @@ def _after_fork_in_child() -> None:
     if handle is None or handle.resource is None:
         return
     with _safety.swallow_errors("fork"):
-        _resource.renew_instance_id(handle.resource)
+        _resource.refresh_after_fork(handle._providers())
+        for callback in handle._on_fork:
+            callback()
         if handle.settings.metrics_exporter == "prometheus":
             _safety.log_once(
                 "prometheus-fork",

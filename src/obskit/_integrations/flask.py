@@ -30,7 +30,24 @@ def instrument(app: Any, tracer_provider: Any, meter_provider: Any, excluded_url
         meter_provider=meter_provider,
         excluded_urls=contrib_excluded_urls(excluded_urls),
         enable_commenter=False,
+        request_hook=_name_unmatched,
     )
+
+
+def _name_unmatched(span: Any, _environ: Any) -> None:
+    # contrib names a request that matched no rule (a 404) after its raw path, which puts every scanner's URL
+    # into span names; SPEC §3 names it by its method alone.
+    import flask
+
+    if flask.request.url_rule is None and span.is_recording():
+        span.update_name(_method_name(flask.request.method))
+
+
+def _method_name(method: str) -> str:
+    from opentelemetry.util.http import sanitize_method
+
+    sanitized = sanitize_method(method.strip())
+    return "HTTP" if sanitized == "_OTHER" else str(sanitized)
 
 
 def patch_class(hook: Any) -> None:
