@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from . import _setup
+from . import _setup, metrics
 from ._integrations import instrument_app
 from ._setup import Handle, force_flush, shutdown
 from ._stages import inference, postprocess, preprocess, set_batch_size, stage
@@ -30,6 +30,7 @@ __all__ = [
     "inference",
     "init",
     "instrument_app",
+    "metrics",
     "postprocess",
     "preprocess",
     "set_batch_size",

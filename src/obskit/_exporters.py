@@ -7,6 +7,7 @@ exporters would otherwise fall back to reading the environment themselves). Expo
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -77,7 +78,7 @@ def span_exporter(settings: Settings) -> SpanExporter | None:
     if kind == "console":
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
-        return ConsoleSpanExporter()
+        return ConsoleSpanExporter(out=sys.stdout)
     if settings.protocol_for("traces") == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
@@ -95,7 +96,7 @@ def log_exporter(settings: Settings) -> LogRecordExporter | None:
     if kind == "console":
         from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter
 
-        return ConsoleLogRecordExporter()
+        return ConsoleLogRecordExporter(out=sys.stdout)
     if settings.protocol_for("logs") == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
 
@@ -118,7 +119,7 @@ def metric_reader(settings: Settings) -> MetricReader | None:
     if kind == "console":
         from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
 
-        exporter = ConsoleMetricExporter()
+        exporter = ConsoleMetricExporter(out=sys.stdout)
     elif settings.protocol_for("metrics") == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 

@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace import sampling as sampling_sdk
 
 from . import _exporters, _guard, _integrations, _logging, _resource, _safety, _stages
 from . import _semconv as sc
-from ._config import Settings, display_value, load_settings
+from ._config import Settings, load_settings
 
 _logger = logging.getLogger("obskit")
 
@@ -166,7 +166,7 @@ def init(**kwargs: Any) -> Handle:
     global _handle
     with _init_lock:
         if _handle is not None:
-            if _safe_arguments(kwargs) != _safe_arguments(_handle._arguments):
+            if kwargs != _handle._arguments:
                 _safety.warn_once(
                     "init-twice",
                     "obskit.init() was already called with different arguments; the first configuration stays "
@@ -180,10 +180,6 @@ def init(**kwargs: Any) -> Handle:
         _handle = _build(settings, kwargs)
         _install_process_hooks()
         return _handle
-
-
-def _safe_arguments(arguments: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: display_value(k, v) for k, v in arguments.items()}
 
 
 def _sampler(settings: Settings) -> sampling_sdk.Sampler:

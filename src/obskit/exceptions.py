@@ -26,7 +26,7 @@ class ConfigError(ObskitError, ValueError):
     """
 
 
-class IntegrationUnavailable(ObskitError):  # noqa: N818 - sentry's DidNotEnable naming, a state not a failure
+class IntegrationUnavailable(ObskitError):
     """A framework integration was asked for but its extra is not installed."""
 
 
