@@ -1,0 +1,51 @@
+"""A tiny stand-in for the Prometheus query API, for the gate's verdict logic. The real one is in test_e2e."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.parse
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+Answer = tuple[int, Any]  # HTTP status and JSON body
+
+
+def vector(*values: float | str, labels: dict[str, str] | None = None) -> Answer:
+    result = [{"metric": labels or {}, "value": [1700000000.0, str(v)]} for v in values]
+    return 200, {"status": "success", "data": {"resultType": "vector", "result": result}}
+
+
+@contextmanager
+def fake_prometheus(answer: Callable[[str], Answer]) -> Iterator[tuple[str, list[str]]]:
+    """Serve /api/v1/query on 127.0.0.1:<free port>; yields the base URL and the list of queries received."""
+    queries: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", "0"))
+            form = urllib.parse.parse_qs(self.rfile.read(length).decode())
+            query = form["query"][0]
+            queries.append(query)
+            status, body = answer(query) if self.path == "/api/v1/query" else (404, {"error": "not found"})
+            payload = json.dumps(body).encode() if not isinstance(body, bytes) else body
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", queries
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
