@@ -105,6 +105,8 @@ def test_model_threshold_must_be_a_model_bucket(tmp_path: Path) -> None:
         (GOOD.replace("    target: 99.9\n", ""), "objectives[0].target: missing; expected a percentage"),
         (GOOD.replace("window: 28d", "window: 7d"), "objectives[1].window: '7d' is not accepted; expected one of "
          "'28d', '30d'"),
+        (GOOD.replace("window: 28d", "window: [28d]"), "objectives[1].window: ['28d'] is not accepted"),
+        (GOOD.replace("type: availability", "type: [latency]"), "objectives[0].type: ['latency'] is not accepted"),
         (GOOD.replace("type: availability", "type: throughput"), "objectives[0].type: 'throughput' is not "
          "accepted; expected one of 'availability', 'latency'"),
         (GOOD.replace("    type: availability\n", ""), "objectives[0].type: missing; expected one of "

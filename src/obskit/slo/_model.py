@@ -30,7 +30,6 @@ DEFAULT_WINDOW: Final = "30d"
 _TOP_KEYS: Final = ("service", "selector", "objectives")
 _OBJECTIVE_KEYS: Final = ("name", "description", "type", "target", "window", "threshold", "routes", "model", "stage")
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-_LABEL_NAME_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # One PromQL label matcher: name, operator and a quoted string (double, single or backtick quotes).
 _MATCHER_RE: Final = re.compile(
     r"""\s*(?P<label>[A-Za-z_][A-Za-z0-9_]*)\s*(?P<op>=~|!~|!=|=)\s*"""
@@ -110,6 +109,11 @@ class Objective:
         model: ``model.name`` of an ``obskit.model.duration`` SLI (with ``stage``), else ``None``.
         stage: ``model.stage`` of that SLI (``inference``), else ``None``.
         description: Free text, copied into alert annotations.
+
+    Example:
+        >>> o = Objective(name="predict-availability", type="availability", target=99.9, routes=("/predict",))
+        >>> str(o.error_budget), o.scope
+        ('0.001', 'http')
     """
 
     name: str
@@ -327,7 +331,7 @@ class _Validator:
 
         target = self.target(f"{path}.target", raw.get("target"))
         window = raw.get("window", DEFAULT_WINDOW)
-        if window not in WINDOWS:
+        if not isinstance(window, str) or window not in WINDOWS:
             self.problem(f"{path}.window", f"{_short(window)} is not accepted; expected one of '28d', '30d'")
 
         routes, model, stage = self.scope(path, raw)
