@@ -1,0 +1,783 @@
+"""Stage decorators: a span and the ``obskit.model.*`` metrics around each model stage call.
+
+The decorators are applied at import time, usually before ``obskit.init()``. They read one module-level
+binding (:func:`bind`, called by ``init()``) on every call; while it is unset a decorated call only calls
+through. Everything that can be computed once per decorated function (span name, attribute dicts) is
+cached on a per-function :class:`_Site` and recomputed only when the binding changes.
+
+Only the OpenTelemetry API is used here; the SDK stays in ``_setup``/``_exporters``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import operator
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping
+from contextvars import ContextVar, Token
+from time import perf_counter_ns, time_ns
+from types import MappingProxyType
+from typing import Any, Final, ParamSpec, TypeVar, cast, overload
+
+import wrapt
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.metrics import Histogram, Meter, UpDownCounter
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+
+from . import _safety, _semconv
+
+__all__ = ["bind", "inference", "postprocess", "preprocess", "set_batch_size", "stage", "unbind"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+BatchSize = int | Callable[..., int]
+"""A fixed batch size, or a callable over the call's arguments returning it."""
+
+_INTERNAL: Final = SpanKind.INTERNAL
+_ERROR: Final = StatusCode.ERROR
+# Error-attribute dicts are cached per exception type; past this many types they are built per call.
+_MAX_ERROR_TYPES: Final = 32
+
+
+class _Binding:
+    """Everything a decorated call needs from ``init()``: one object, swapped atomically."""
+
+    __slots__ = ("active", "batch_size", "duration", "model_name", "model_version", "tracer", "ttfo")
+
+    def __init__(self, tracer: Tracer | None, meter: Meter, model_name: str | None, model_version: str | None) -> None:
+        self.tracer = tracer
+        self.model_name = model_name or None
+        self.model_version = model_version or None
+        self.duration: Histogram = meter.create_histogram(
+            _semconv.MODEL_DURATION,
+            unit=_semconv.UNIT_SECONDS,
+            description="Duration of model stage calls (pre-processing, inference, post-processing).",
+            explicit_bucket_boundaries_advisory=_semconv.MODEL_DURATION_BUCKETS,
+        )
+        self.active: UpDownCounter = meter.create_up_down_counter(
+            _semconv.MODEL_ACTIVE,
+            unit=_semconv.UNIT_CALL,
+            description="Model stage calls in progress.",
+        )
+        self.batch_size: Histogram = meter.create_histogram(
+            _semconv.MODEL_BATCH_SIZE,
+            unit=_semconv.UNIT_ITEM,
+            description="Number of items per model stage call.",
+            explicit_bucket_boundaries_advisory=_semconv.BATCH_SIZE_BUCKETS,
+        )
+        self.ttfo: Histogram = meter.create_histogram(
+            _semconv.MODEL_TIME_TO_FIRST_OUTPUT,
+            unit=_semconv.UNIT_SECONDS,
+            description="Time from the call of a streaming model stage to its first output.",
+            explicit_bucket_boundaries_advisory=_semconv.MODEL_DURATION_BUCKETS,
+        )
+
+
+# The one global every decorated call reads; None means "not initialised": call straight through.
+_binding: _Binding | None = None
+
+
+def bind(
+    tracer: Tracer,
+    meter: Meter,
+    *,
+    model_name: str | None,
+    model_version: str | None,
+    traces_enabled: bool = True,
+) -> None:
+    """Route decorated calls to ``tracer``/``meter`` (called by ``obskit.init()``).
+
+    ``model_name``/``model_version`` are the defaults for decorators that give none
+    (``OBSKIT_MODEL_NAME``/``OBSKIT_MODEL_VERSION``). With ``traces_enabled=False`` no span is created.
+    """
+    global _binding
+    _binding = _Binding(tracer if traces_enabled else None, meter, model_name, model_version)
+
+
+def unbind() -> None:
+    """Make decorated calls plain calls again (called by ``obskit.shutdown()``)."""
+    global _binding
+    _binding = None
+
+
+class _Resolved:
+    """A site's names and attribute dicts under one binding."""
+
+    __slots__ = ("attrs", "binding", "error_attrs", "span_attrs", "span_name")
+
+    def __init__(self, site: _Site, binding: _Binding) -> None:
+        name = site.model or binding.model_name or site.func_name
+        version = site.version or binding.model_version or _semconv.UNKNOWN_VERSION
+        attrs = {
+            _semconv.ATTR_MODEL_NAME: name,
+            _semconv.ATTR_MODEL_VERSION: version,
+            _semconv.ATTR_MODEL_STAGE: site.stage,
+        }
+        self.binding = binding
+        # Read-only views: the same dicts are handed to the SDK on every call.
+        self.attrs: Mapping[str, str] = MappingProxyType(attrs)
+        static = site.static_batch
+        self.span_attrs: Mapping[str, str | int] = (
+            self.attrs if static is None else MappingProxyType({**attrs, _semconv.ATTR_MODEL_BATCH_SIZE: static})
+        )
+        self.span_name = f"{site.stage} {name}"
+        self.error_attrs: dict[type[BaseException], Mapping[str, str]] = {}
+
+    def attrs_for_error(self, exc_type: type[BaseException]) -> Mapping[str, str]:
+        attrs = self.error_attrs.get(exc_type)
+        if attrs is None:
+            attrs = MappingProxyType({**self.attrs, _semconv.ATTR_ERROR_TYPE: exc_type.__qualname__})
+            if len(self.error_attrs) < _MAX_ERROR_TYPES:
+                self.error_attrs[exc_type] = attrs
+        return attrs
+
+
+class _Site:
+    """Per decorated function: what the decorator was given, plus the cached :class:`_Resolved`."""
+
+    __slots__ = ("batch_fn", "func_name", "model", "resolved", "stage", "static_batch", "version")
+
+    def __init__(
+        self, stage: str, model: str | None, version: str | None, batch_size: BatchSize | None, func_name: str
+    ) -> None:
+        self.stage = stage
+        self.model = model
+        self.version = version
+        self.func_name = func_name
+        self.static_batch = batch_size if isinstance(batch_size, int) else None
+        self.batch_fn = None if batch_size is None or isinstance(batch_size, int) else batch_size
+        self.resolved: _Resolved | None = None
+
+    def resolve(self, binding: _Binding) -> _Resolved:
+        resolved = self.resolved
+        if resolved is None or resolved.binding is not binding:
+            # One attribute store: a concurrent reader sees the old or the new object, never a mix.
+            resolved = self.resolved = _Resolved(self, binding)
+        return resolved
+
+
+class _Call:
+    """State of one decorated call; also the slot :func:`set_batch_size` writes to."""
+
+    __slots__ = ("batch", "binding", "ctx", "resolved", "span", "t0")
+
+    batch: int | None
+    binding: _Binding
+    ctx: Context | None
+    resolved: _Resolved
+    span: Span | None
+    t0: int
+
+
+# The innermost decorated call running in this context, for set_batch_size().
+_current_call: ContextVar[_Call | None] = ContextVar("obskit_stage_call", default=None)
+
+
+def _internal_error(where: str, exc: Exception) -> None:
+    """Count (and, under our test suite, re-raise) a failure of obskit's own code."""
+    with _safety.swallow_errors(where):
+        raise exc
+
+
+def _as_batch(value: object) -> int | None:
+    """A batch size as a non-negative int, or None (logged once) for anything else."""
+    if type(value) is int and value >= 0:
+        return value
+    if not isinstance(value, bool):
+        try:
+            n = operator.index(value)  # type: ignore[arg-type]  # numpy integers and friends
+        except TypeError:
+            pass
+        else:
+            if n >= 0:
+                return n
+    _safety.log_once("stages.batch_size", "obskit: ignoring batch size %r: expected a non-negative int", value)
+    return None
+
+
+def _open(
+    site: _Site,
+    binding: _Binding,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    parent: Context | None = None,
+    start_time: int | None = None,
+    t0: int | None = None,
+) -> _Call | None:
+    """Start the span and count the call as active; None if obskit's own code failed."""
+    call = _Call()
+    call.span = None
+    try:
+        resolved = site.resolved
+        if resolved is None or resolved.binding is not binding:
+            resolved = site.resolve(binding)
+        call.resolved = resolved
+        call.binding = binding
+        call.batch = site.static_batch
+        if site.batch_fn is not None:
+            try:
+                call.batch = _as_batch(site.batch_fn(*args, **kwargs))
+            except Exception as exc:
+                _internal_error("stage batch_size callable", exc)
+        tracer = binding.tracer
+        if tracer is None:
+            call.ctx = parent
+        else:
+            span = call.span = tracer.start_span(
+                resolved.span_name, parent, _INTERNAL, resolved.span_attrs, start_time=start_time
+            )
+            call.ctx = trace.set_span_in_context(span, parent)
+        binding.active.add(1, resolved.attrs)
+        call.t0 = perf_counter_ns() if t0 is None else t0
+    except Exception as exc:
+        if call.span is not None:
+            call.span.end()
+        _internal_error("stage start", exc)
+        return None
+    return call
+
+
+def _close(
+    call: _Call,
+    exc: BaseException | None,
+    call_token: Token[_Call | None] | None = None,
+    ctx_token: object | None = None,
+) -> None:
+    """Restore the context, record duration, batch size and outcome, end the span. Never raises (but in tests)."""
+    elapsed = (perf_counter_ns() - call.t0) / 1e9
+    if call_token is not None:  # _exit() inlined, as _enter() in the sync wrapper
+        try:
+            _current_call.reset(call_token)
+        except Exception as internal:
+            _internal_error("stage exit", internal)
+        if ctx_token is not None:
+            otel_context.detach(ctx_token)  # type: ignore[arg-type]  # attach() returns Token[Context]
+    resolved = call.resolved
+    binding = call.binding
+    attrs = resolved.attrs
+    batch = call.batch
+    # Like the OpenTelemetry API's use_span: only Exception is an error; GeneratorExit,
+    # KeyboardInterrupt, SystemExit and asyncio.CancelledError end the call without one.
+    error = exc if isinstance(exc, Exception) else None
+    # Three independent blocks (try is free on 3.11+): a failing instrument must not leave the
+    # span open or the call counted as active forever.
+    try:
+        metric_attrs = attrs if error is None else resolved.attrs_for_error(type(error))
+        binding.duration.record(elapsed, metric_attrs, context=call.ctx)
+        if batch is not None:
+            binding.batch_size.record(batch, attrs, context=call.ctx)
+    except Exception as internal:
+        _internal_error("stage end metrics", internal)
+    try:
+        binding.active.add(-1, attrs)
+    except Exception as internal:
+        _internal_error("stage end active", internal)
+    span = call.span
+    if span is None:
+        return
+    try:
+        if error is not None:
+            qualname = type(error).__qualname__
+            span.set_attribute(_semconv.ATTR_ERROR_TYPE, qualname)
+            span.record_exception(error)
+            span.set_status(Status(_ERROR, f"{qualname}: {error}"))
+        if batch is not None and batch != resolved.span_attrs.get(_semconv.ATTR_MODEL_BATCH_SIZE):
+            span.set_attribute(_semconv.ATTR_MODEL_BATCH_SIZE, batch)
+    except Exception as internal:
+        _internal_error("stage end span", internal)
+    try:
+        span.end()
+    except Exception as internal:
+        _internal_error("stage end span", internal)
+
+
+def _enter(call: _Call) -> tuple[Token[_Call | None], object | None]:
+    """Make the call current for set_batch_size(), and its span current (for a whole call or a stream's step)."""
+    return _current_call.set(call), (None if call.span is None else otel_context.attach(call.ctx))  # type: ignore[arg-type]
+
+
+def _exit(call_token: Token[_Call | None], ctx_token: object | None) -> None:
+    try:
+        _current_call.reset(call_token)
+    except Exception as exc:  # a token from another context: only if a stream moved between contexts mid-step
+        _internal_error("stage exit", exc)
+    if ctx_token is not None:
+        otel_context.detach(ctx_token)  # type: ignore[arg-type]  # attach() returns Token[Context]
+
+
+def _first_output(call: _Call) -> None:
+    try:
+        call.binding.ttfo.record((perf_counter_ns() - call.t0) / 1e9, call.resolved.attrs, context=call.ctx)
+    except Exception as exc:
+        _internal_error("stage first output", exc)
+
+
+_Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
+
+
+def _sync_wrapper(site: _Site) -> _Wrapper:
+    def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        binding = _binding
+        if binding is None:
+            return wrapped(*args, **kwargs)
+        call = _open(site, binding, args, kwargs)
+        if call is None:
+            return wrapped(*args, **kwargs)
+        # _enter() inlined: this is the path the benchmark measures.
+        call_token = _current_call.set(call)
+        ctx_token = None if call.span is None else otel_context.attach(call.ctx)  # type: ignore[arg-type]
+        try:
+            result = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            _close(call, exc, call_token, ctx_token)
+            raise  # the caller's exception, same object, traceback untouched
+        _close(call, None, call_token, ctx_token)
+        return result
+
+    return wrapper
+
+
+def _async_wrapper(site: _Site) -> _Wrapper:
+    async def run(binding: _Binding, wrapped: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        # Opened when awaited, not when called: the span covers the awaited execution.
+        call = _open(site, binding, args, kwargs)
+        if call is None:
+            return await wrapped(*args, **kwargs)
+        call_token, ctx_token = _enter(call)
+        try:
+            result = await wrapped(*args, **kwargs)
+        except BaseException as exc:
+            _close(call, exc, call_token, ctx_token)
+            raise
+        _close(call, None, call_token, ctx_token)
+        return result
+
+    def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        binding = _binding
+        if binding is None:
+            return wrapped(*args, **kwargs)
+        return run(binding, wrapped, args, kwargs)
+
+    return wrapper
+
+
+def _call_time(binding: _Binding) -> tuple[Context, int | None, int]:
+    """Parent context, wall-clock and monotonic time at the call of a streaming stage."""
+    return otel_context.get_current(), (time_ns() if binding.tracer is not None else None), perf_counter_ns()
+
+
+def _gen_wrapper(site: _Site) -> _Wrapper:
+    def drive(
+        binding: _Binding,
+        gen: Generator[Any, Any, Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        called: tuple[Context, int | None, int],
+    ) -> Generator[Any, Any, Any]:
+        # Runs from the first next(): a stream that is never iterated records nothing. The span's
+        # start, the duration and time to first output are still measured from the call.
+        call = _open(site, binding, args, kwargs, *called)
+        if call is None:
+            return (yield from gen)
+        first = True
+        to_send: Any = None
+        to_throw: BaseException | None = None
+        try:
+            while True:
+                # The span is current only while the user's code runs, never while the consumer does.
+                tokens = _enter(call)
+                try:
+                    if to_throw is None:
+                        item = gen.send(to_send)
+                    else:
+                        item = gen.throw(to_throw)
+                        to_throw = None
+                except StopIteration as stop:
+                    result = stop.value
+                    break
+                finally:
+                    _exit(*tokens)
+                if first:
+                    first = False
+                    _first_output(call)
+                try:
+                    to_send = yield item
+                except GeneratorExit:
+                    # Closed early by the consumer (or garbage-collected): close the user's generator too.
+                    tokens = _enter(call)
+                    try:
+                        gen.close()
+                    finally:
+                        _exit(*tokens)
+                    raise
+                except BaseException as thrown:
+                    to_throw, to_send = thrown, None
+        except BaseException as exc:
+            _close(call, exc)
+            raise
+        _close(call, None)
+        return result
+
+    def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        binding = _binding
+        if binding is None:
+            return wrapped(*args, **kwargs)
+        gen = wrapped(*args, **kwargs)  # creating a generator runs none of its code
+        try:
+            called = _call_time(binding)
+        except Exception as exc:
+            _internal_error("stage call time", exc)
+            return gen
+        return drive(binding, gen, args, kwargs, called)
+
+    return wrapper
+
+
+def _async_gen_wrapper(site: _Site) -> _Wrapper:
+    async def drive(
+        binding: _Binding,
+        agen: AsyncGenerator[Any, Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        called: tuple[Context, int | None, int],
+    ) -> AsyncGenerator[Any, Any]:
+        call = _open(site, binding, args, kwargs, *called)
+        if call is None:
+            async for item in agen:
+                yield item
+            return
+        first = True
+        to_send: Any = None
+        to_throw: BaseException | None = None
+        try:
+            while True:
+                tokens = _enter(call)
+                try:
+                    if to_throw is None:
+                        item = await agen.asend(to_send)
+                    else:
+                        item = await agen.athrow(to_throw)
+                        to_throw = None
+                except StopAsyncIteration:
+                    break
+                finally:
+                    _exit(*tokens)
+                if first:
+                    first = False
+                    _first_output(call)
+                try:
+                    to_send = yield item
+                except GeneratorExit:
+                    tokens = _enter(call)
+                    try:
+                        await agen.aclose()
+                    finally:
+                        _exit(*tokens)
+                    raise
+                except BaseException as thrown:
+                    to_throw, to_send = thrown, None
+        except BaseException as exc:
+            _close(call, exc)
+            raise
+        _close(call, None)
+
+    def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        binding = _binding
+        if binding is None:
+            return wrapped(*args, **kwargs)
+        agen = wrapped(*args, **kwargs)
+        try:
+            called = _call_time(binding)
+        except Exception as exc:
+            _internal_error("stage call time", exc)
+            return agen
+        return drive(binding, agen, args, kwargs, called)
+
+    return wrapper
+
+
+@contextlib.contextmanager
+def _cm_probe() -> Generator[None, None, None]:
+    yield
+
+
+@contextlib.asynccontextmanager
+async def _acm_probe() -> AsyncGenerator[None, None]:
+    yield
+
+
+# Every @contextmanager / @asynccontextmanager function shares its helper's code object.
+_CONTEXT_MANAGER_CODES: Final = frozenset({_cm_probe.__code__, _acm_probe.__code__})
+
+
+def _spelled(stage: str) -> str:
+    """How the user wrote the decorator, for messages."""
+    if stage in (_semconv.STAGE_PREPROCESS, _semconv.STAGE_INFERENCE, _semconv.STAGE_POSTPROCESS):
+        return f"@obskit.{stage}"
+    return f"@obskit.stage({stage!r})"
+
+
+def _check_stage_name(name: object, what: str) -> None:
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"{what} must be a non-empty string, got {name!r}")
+
+
+def _decorate(
+    func: Callable[P, R], stage: str, model: str | None, version: str | None, batch_size: object, stacklevel: int
+) -> Any:
+    """Wrap ``func`` (a function, method, classmethod/staticmethod object, coroutine or generator function)."""
+    # A classmethod/staticmethod object when the decorator sits above @classmethod/@staticmethod.
+    target = getattr(func, "__func__", func)
+    if not callable(target):
+        raise TypeError(f"{_spelled(stage)} must decorate a callable, got {func!r}")
+    func_name = getattr(target, "__name__", None) or type(target).__name__
+    site = _Site(stage, model, version, cast("BatchSize | None", batch_size), func_name)
+    if inspect.isasyncgenfunction(target):
+        wrapper = _async_gen_wrapper(site)
+    elif inspect.iscoroutinefunction(target):
+        wrapper = _async_wrapper(site)
+    elif inspect.isgeneratorfunction(target):
+        wrapper = _gen_wrapper(site)
+    else:
+        inner = getattr(target, "__wrapped__", None)
+        if getattr(target, "__code__", None) in _CONTEXT_MANAGER_CODES or (
+            inner is not None and (inspect.isgeneratorfunction(inner) or inspect.isasyncgenfunction(inner))
+        ):
+            qualname = getattr(target, "__qualname__", func_name)
+            # stacklevel counts warn_once -> _decorate -> the public entry point(s) -> the user's decorator line.
+            _safety.warn_once(
+                f"stages.contextmanager:{getattr(target, '__module__', '')}.{qualname}",
+                f"{_spelled(stage)} on {qualname}(), which wraps a generator function (is it a @contextmanager?): "
+                f"the stage will time only the call that creates it, not the work. Put {_spelled(stage)} below "
+                "@contextmanager, directly on the generator function.",
+                stacklevel=stacklevel,
+            )
+        wrapper = _sync_wrapper(site)
+    return wrapt.FunctionWrapper(func, wrapper)
+
+
+def _check_args(stage: str, model: object, version: object, batch_size: object) -> None:
+    """Validate decorator arguments where they are written, never at call time."""
+    for arg, value in (("model", model), ("version", version)):
+        if value is not None and (not isinstance(value, str) or not value):
+            raise TypeError(f"{_spelled(stage)}: {arg}= must be a non-empty string, got {value!r}")
+    if batch_size is None or callable(batch_size):
+        return
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 0:
+        raise TypeError(f"{_spelled(stage)}: batch_size= must be a non-negative int or a callable, got {batch_size!r}")
+
+
+def _make_decorator(
+    stage: str, model: str | None, version: str | None, batch_size: BatchSize | None
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    _check_args(stage, model, version, batch_size)
+
+    def decorator(func: Callable[P, R]) -> Callable[P, R]:
+        return cast("Callable[P, R]", _decorate(func, stage, model, version, batch_size, stacklevel=4))
+
+    return decorator
+
+
+def _bare_or_factory(
+    stage: str, func: object, model: str | None, version: str | None, batch_size: BatchSize | None
+) -> Any:
+    if func is None:
+        return _make_decorator(stage, model, version, batch_size)
+    if isinstance(func, str):
+        raise TypeError(f"@obskit.{stage}({func!r}): arguments are keyword-only, e.g. @obskit.{stage}(model={func!r})")
+    if model is not None or version is not None or batch_size is not None:
+        raise TypeError(f"@obskit.{stage}: pass either the function or keyword arguments, not both")
+    return _decorate(cast("Callable[..., Any]", func), stage, None, None, None, stacklevel=5)
+
+
+def stage(
+    name: str, *, model: str | None = None, version: str | None = None, batch_size: BatchSize | None = None
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Trace and measure calls of a function as a custom model stage.
+
+    Each call gets a span named ``"{name} {model}"`` (a child of the current span) and is recorded in
+    ``obskit.model.duration``, ``obskit.model.active`` and, when known, ``obskit.model.batch_size``, with
+    ``model.stage`` set to ``name``. Works on functions, methods, ``async def``, generators and async
+    generators; the wrapped function keeps its name, docstring and signature. Before ``obskit.init()``
+    a call is a plain call.
+
+    - ``async def``: the span covers the awaited execution (it opens when the coroutine is awaited).
+    - Generators and async generators (streaming): the span opens at the first ``next()`` (a stream never
+      iterated records nothing) but is timed from the call; it ends when the stream is exhausted,
+      closed or raises. ``obskit.model.time_to_first_output`` records the time from the call to the first
+      item. The span is current only while the generator's own code runs, never in the consumer.
+    - A failure (an ``Exception``) sets the span status to ERROR, records the exception event and
+      ``error.type`` (the exception class's ``__qualname__``, as OpenTelemetry's HTTP instrumentations do)
+      on the span and the duration metric, and re-raises the same exception object. Other
+      ``BaseException`` subclasses (``asyncio.CancelledError``, ``GeneratorExit``, ``KeyboardInterrupt``)
+      end the span without an error, as OpenTelemetry's ``use_span`` does.
+
+    Args:
+        name: The stage name (``model.stage``), e.g. ``"tokenize"``.
+        model: ``model.name``. Default: ``OBSKIT_MODEL_NAME``, else the function's ``__name__``.
+        version: ``model.version``. Default: ``OBSKIT_MODEL_VERSION``, else ``"unknown"``.
+        batch_size: An int, or a callable called with the call's arguments (``self``/``cls``
+            excluded) that returns the number of items. :func:`set_batch_size` overrides it.
+
+    Returns:
+        A decorator that keeps the function's type.
+
+    Raises:
+        TypeError: When ``name``, ``model``, ``version`` or ``batch_size`` has the wrong type.
+
+    Example:
+        ```python
+        @obskit.stage("tokenize", model="bert-base", batch_size=len)
+        def tokenize(texts: list[str]) -> list[list[int]]: ...
+        ```
+    """
+    _check_stage_name(name, "stage name")
+    return _make_decorator(name, model, version, batch_size)
+
+
+@overload
+def preprocess(func: Callable[P, R], /) -> Callable[P, R]: ...
+
+
+@overload
+def preprocess(
+    func: None = None, /, *, model: str | None = None, version: str | None = None, batch_size: BatchSize | None = None
+) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+
+
+def preprocess(
+    func: Callable[P, R] | None = None,
+    /,
+    *,
+    model: str | None = None,
+    version: str | None = None,
+    batch_size: BatchSize | None = None,
+) -> Callable[P, R] | Callable[[Callable[P, R]], Callable[P, R]]:
+    """Trace and measure a pre-processing step (``model.stage="preprocess"``); bare or with arguments.
+
+    Same behaviour and arguments as :func:`stage`.
+
+    Args:
+        func: The function, when used bare (``@obskit.preprocess``).
+        model: ``model.name``. Default: ``OBSKIT_MODEL_NAME``, else the function's ``__name__``.
+        version: ``model.version``. Default: ``OBSKIT_MODEL_VERSION``, else ``"unknown"``.
+        batch_size: An int, or a callable over the call's arguments returning the number of items.
+
+    Returns:
+        The wrapped function (bare use) or a decorator.
+
+    Example:
+        ```python
+        @obskit.preprocess(model="fraud-xgb", version="3")
+        def featurize(payload: dict[str, float]) -> list[float]: ...
+        ```
+    """
+    return cast("Callable[P, R]", _bare_or_factory(_semconv.STAGE_PREPROCESS, func, model, version, batch_size))
+
+
+@overload
+def inference(func: Callable[P, R], /) -> Callable[P, R]: ...
+
+
+@overload
+def inference(
+    func: None = None, /, *, model: str | None = None, version: str | None = None, batch_size: BatchSize | None = None
+) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+
+
+def inference(
+    func: Callable[P, R] | None = None,
+    /,
+    *,
+    model: str | None = None,
+    version: str | None = None,
+    batch_size: BatchSize | None = None,
+) -> Callable[P, R] | Callable[[Callable[P, R]], Callable[P, R]]:
+    """Trace and measure model inference (``model.stage="inference"``); bare or with arguments.
+
+    Same behaviour and arguments as :func:`stage`. On a generator or async generator (a streaming
+    response) it also records ``obskit.model.time_to_first_output``.
+
+    Args:
+        func: The function, when used bare (``@obskit.inference``).
+        model: ``model.name``. Default: ``OBSKIT_MODEL_NAME``, else the function's ``__name__``.
+        version: ``model.version``. Default: ``OBSKIT_MODEL_VERSION``, else ``"unknown"``.
+        batch_size: An int, or a callable over the call's arguments returning the number of items.
+
+    Returns:
+        The wrapped function (bare use) or a decorator.
+
+    Example:
+        ```python
+        @obskit.inference(model="fraud-xgb", version="3", batch_size=lambda rows: len(rows))
+        def predict(rows: list[list[float]]) -> list[float]: ...
+        ```
+    """
+    return cast("Callable[P, R]", _bare_or_factory(_semconv.STAGE_INFERENCE, func, model, version, batch_size))
+
+
+@overload
+def postprocess(func: Callable[P, R], /) -> Callable[P, R]: ...
+
+
+@overload
+def postprocess(
+    func: None = None, /, *, model: str | None = None, version: str | None = None, batch_size: BatchSize | None = None
+) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+
+
+def postprocess(
+    func: Callable[P, R] | None = None,
+    /,
+    *,
+    model: str | None = None,
+    version: str | None = None,
+    batch_size: BatchSize | None = None,
+) -> Callable[P, R] | Callable[[Callable[P, R]], Callable[P, R]]:
+    """Trace and measure a post-processing step (``model.stage="postprocess"``); bare or with arguments.
+
+    Same behaviour and arguments as :func:`stage`.
+
+    Args:
+        func: The function, when used bare (``@obskit.postprocess``).
+        model: ``model.name``. Default: ``OBSKIT_MODEL_NAME``, else the function's ``__name__``.
+        version: ``model.version``. Default: ``OBSKIT_MODEL_VERSION``, else ``"unknown"``.
+        batch_size: An int, or a callable over the call's arguments returning the number of items.
+
+    Returns:
+        The wrapped function (bare use) or a decorator.
+
+    Example:
+        ```python
+        @obskit.postprocess
+        def to_response(scores: list[float]) -> dict[str, list[float]]: ...
+        ```
+    """
+    return cast("Callable[P, R]", _bare_or_factory(_semconv.STAGE_POSTPROCESS, func, model, version, batch_size))
+
+
+def set_batch_size(n: int) -> None:
+    """Set the batch size of the decorated call that is running, from inside it.
+
+    It is recorded as the span attribute ``model.batch_size`` and in ``obskit.model.batch_size``,
+    and wins over the decorator's ``batch_size=``. Outside a decorated call, or before
+    ``obskit.init()``, it does nothing. It follows ``contextvars``: call it from the same thread or
+    task as the decorated function (tasks it creates and ``asyncio.to_thread`` work too).
+
+    Args:
+        n: The number of items, a non-negative int. Anything else is ignored and logged once.
+
+    Example:
+        ```python
+        @obskit.inference(model="ranker")
+        def rank(request: Request) -> list[float]:
+            candidates = fetch_candidates(request)
+            obskit.set_batch_size(len(candidates))
+            return model.predict(candidates)
+        ```
+    """
+    call = _current_call.get()
+    if call is not None:
+        call.batch = _as_batch(n)
