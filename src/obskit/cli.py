@@ -264,7 +264,7 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     """The parser; only the ``selected`` subcommand's module is imported (others get just their help line)."""
     parser = argparse.ArgumentParser(
         prog="obskit",
-        description="OpenTelemetry for Flask and FastAPI model servers: configuration check, local receiver, "
+        description="OpenTelemetry for Flask and FastAPI model servers: configuration check, local receiver,\n"
         "SLO rules, canary gates and dashboards.",
         epilog=_EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
