@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -56,9 +57,18 @@ def server(rx: OtlpReceiver) -> Iterator[Server]:
         yield srv
 
 
-def _latest(rx: OtlpReceiver, name: str, until: Callable[[list], bool]) -> list:
-    rx.wait_for_metric(name, timeout=20, predicate=lambda _p: until(rx.latest_metric_points(name)))
-    return rx.latest_metric_points(name)
+def _latest(rx: OtlpReceiver, name: str, until: Callable[[list], bool], timeout: float = 20.0) -> list:
+    """The newest point of each series, once ``until`` holds; re-checked after every metrics export."""
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = rx.request_count("metrics")
+        points = rx.latest_metric_points(name)
+        if until(points):
+            return points
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"{name}: condition not met within {timeout}s; latest: {points[:5]}")
+        rx.wait_for_requests(seen + 1, signal="metrics", timeout=remaining)
 
 
 def test_routes_beyond_the_limit_become_other(server: Server, rx: OtlpReceiver):
