@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+import obskit
+from obskit import IntegrationUnavailable
+from obskit.testing import capture_telemetry
+
+
+def _app() -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/items/{item_id}")
+    def item(item_id: int) -> dict[str, int]:
+        return {"id": item_id}
+
+    return app
+
+
+def test_app_created_after_init_is_instrumented():
+    """An app created after init() gets a server span named by its route template."""
+    with capture_telemetry() as telemetry:
+        app = _app()
+        assert TestClient(app).get("/items/7").status_code == 200
+        [span] = telemetry.spans(name="GET /items/{item_id}")
+        assert span.attributes is not None
+        assert span.attributes["http.route"] == "/items/{item_id}"
+        assert telemetry.metric("http.server.request.duration").count(route="/items/{item_id}") == 1
+
+
+def test_app_created_before_init_with_instrument_app():
+    """instrument_app() instruments an app made before init(); a second call is a no-op."""
+    app = _app()
+    with capture_telemetry(auto_instrument=False) as telemetry:
+        assert obskit.instrument_app(app) is app
+        obskit.instrument_app(app)
+        TestClient(app).get("/items/1")
+        assert len(telemetry.spans(name="GET /items/{item_id}")) == 1
+        assert telemetry.metric("http.server.request.duration").count() == 1
+
+
+def test_instrument_app_before_init_is_applied_by_init():
+    """An app passed to instrument_app() before init() is instrumented when init() runs."""
+    app = _app()
+    obskit.instrument_app(app)
+    with capture_telemetry(auto_instrument=False) as telemetry:
+        TestClient(app).get("/items/2")
+        assert len(telemetry.spans(name="GET /items/{item_id}")) == 1
+
+
+def test_auto_instrument_off_leaves_new_apps_alone():
+    """OBSKIT_AUTO_INSTRUMENT=false: apps created after init() are not instrumented by obskit.
+
+    (Recent FastAPI releases trace themselves through the global providers when nothing else does; those spans
+    come from the ``fastapi`` scope and stand down once contrib's middleware is in the stack.)
+    """
+    with capture_telemetry(auto_instrument=False) as telemetry:
+        app = _app()
+        TestClient(app).get("/items/3")
+        assert not getattr(app, "_is_instrumented_by_opentelemetry", False)
+        scopes = {s.instrumentation_scope.name for s in telemetry.spans() if s.instrumentation_scope}
+        assert not {scope for scope in scopes if scope.startswith("opentelemetry.instrumentation")}
+
+
+def test_fastapi_native_telemetry_stands_down_when_instrumented():
+    """An instrumented app yields exactly one server span per request (FastAPI's own tracing stays off)."""
+    with capture_telemetry() as telemetry:
+        TestClient(_app()).get("/items/8")
+        spans = telemetry.spans()
+        assert [s.name for s in spans] == ["GET /items/{item_id}"]
+        assert {s.instrumentation_scope.name for s in spans if s.instrumentation_scope} == {
+            "opentelemetry.instrumentation.fastapi"
+        }
+
+
+def test_unknown_method_is_other():
+    """An unknown HTTP method is recorded as _OTHER and the span is named 'HTTP'."""
+    with capture_telemetry() as telemetry:
+        app = _app()
+        TestClient(app).request("FROBNICATE", "/items/4")
+        names = [s.name for s in telemetry.spans()]
+        assert "HTTP" in names or "HTTP /items/{item_id}" in names
+        assert all("FROBNICATE" not in name for name in names)
+        metric = telemetry.metric("http.server.request.duration")
+        assert {a["http.request.method"] for a in metric.attributes()} == {"_OTHER"}
+
+
+def test_stable_semconv_whatever_the_opt_in(monkeypatch: pytest.MonkeyPatch):
+    """OTEL_SEMCONV_STABILITY_OPT_IN=http/dup still yields only the stable HTTP names."""
+    monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", "http/dup")
+    from opentelemetry.instrumentation._semconv import _OpenTelemetrySemanticConventionStability
+
+    monkeypatch.setattr(_OpenTelemetrySemanticConventionStability, "_initialized", False)
+    with capture_telemetry() as telemetry:
+        TestClient(_app()).get("/items/5")
+        names = telemetry.metric_names()
+        assert "http.server.request.duration" in names
+        assert "http.server.duration" not in names
+        [span] = telemetry.spans(name="GET /items/{item_id}")
+        assert span.attributes is not None
+        assert "http.method" not in span.attributes
+        assert span.attributes["http.request.method"] == "GET"
+
+
+def test_missing_extra_raises_with_install_hint(monkeypatch: pytest.MonkeyPatch):
+    """Explicitly instrumenting without the contrib package names the extra to install."""
+    from obskit import _integrations
+
+    monkeypatch.setattr(_integrations, "_contrib_available", lambda framework: False)
+    with pytest.raises(IntegrationUnavailable, match=r"pip install 'obskit\[fastapi\]'"):
+        obskit.instrument_app(_app())
+
+
+def test_instrument_app_rejects_other_objects():
+    """instrument_app() on something that is not an app says what it expects."""
+    with pytest.raises(TypeError, match="expects a Flask or FastAPI app, got int"):
+        obskit.instrument_app(3)
