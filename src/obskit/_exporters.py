@@ -3,21 +3,68 @@
 Every value is passed explicitly, so the precedence decided in ``_config`` is the only one that applies (the OTel
 exporters would otherwise fall back to reading the environment themselves). Exporter modules are imported lazily:
 ``import obskit`` must not pull in grpc.
+
+``init()`` exports OTLP through the export buffer (``_buffer``): the SDK-facing exporters only encode and buffer,
+and the senders below make one bounded attempt per call, leaving retries, backoff and the memory bound to the
+buffer. The stock OTLP exporters (``span_exporter(settings)`` without a buffer) remain for ``obskit check``.
 """
 
 from __future__ import annotations
 
+import gzip
+import logging
 import sys
-from typing import TYPE_CHECKING, Any
+import time
+from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
-from ._config import Settings
+from . import _semconv as sc
+from ._buffer import (
+    BufferedLogExporter,
+    BufferedMetricExporter,
+    BufferedSpanExporter,
+    ExportBuffer,
+    Sender,
+    SendResult,
+)
+from ._config import Settings, mask_url
 from .exceptions import ConfigError
 
 if TYPE_CHECKING:
     from opentelemetry.sdk._logs.export import LogRecordExporter
     from opentelemetry.sdk.metrics.export import MetricReader
     from opentelemetry.sdk.trace.export import SpanExporter
+
+_logger = logging.getLogger("obskit")
+
+# obskit signal -> (OTLP signal, gRPC method, response message, partial-success field)
+_OTLP: Final[dict[str, tuple[str, str, str, str]]] = {
+    sc.SIGNAL_SPANS: (
+        "traces",
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        "opentelemetry.proto.collector.trace.v1.trace_service_pb2:ExportTraceServiceResponse",
+        "rejected_spans",
+    ),
+    sc.SIGNAL_METRIC_POINTS: (
+        "metrics",
+        "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+        "opentelemetry.proto.collector.metrics.v1.metrics_service_pb2:ExportMetricsServiceResponse",
+        "rejected_data_points",
+    ),
+    sc.SIGNAL_LOGS: (
+        "logs",
+        "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+        "opentelemetry.proto.collector.logs.v1.logs_service_pb2:ExportLogsServiceResponse",
+        "rejected_log_records",
+    ),
+}
+# The OTLP specification's retryable gRPC codes (the SDK exporter retries the same ones).
+_RETRYABLE_GRPC: Final = frozenset(
+    {"CANCELLED", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED", "OUT_OF_RANGE", "UNAVAILABLE", "DATA_LOSS"}
+)
+_RETRYABLE_HTTP: Final = frozenset({429, 502, 503, 504})
 
 
 def _read(path: str | None) -> bytes | None:
@@ -58,7 +105,7 @@ def _grpc_kwargs(settings: Settings, signal: str) -> dict[str, Any]:
 def _http_kwargs(settings: Settings, signal: str) -> dict[str, Any]:
     from opentelemetry.exporter.otlp.proto.http import Compression
 
-    return {
+    kwargs: dict[str, Any] = {
         "endpoint": settings.endpoint_for(signal),
         # requests verifies with its own CA bundle when no certificate file is given.
         "certificate_file": settings.certificate or True,
@@ -68,13 +115,294 @@ def _http_kwargs(settings: Settings, signal: str) -> dict[str, Any]:
         "timeout": settings.timeout_for(signal),
         "compression": Compression.Gzip if settings.compression == "gzip" else Compression.NoCompression,
     }
+    if settings.certificate:
+        kwargs["session"] = _pinned_verify_session()
+    return kwargs
 
 
-def span_exporter(settings: Settings) -> SpanExporter | None:
-    """The exporter for spans, or None when OTEL_TRACES_EXPORTER=none."""
+def _pinned_verify_session() -> Any:
+    """A requests Session whose own ``verify`` (the OTLP CA file) wins over REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE.
+
+    requests lets those variables replace a Session's ``verify`` (psf/requests#3829), and the OTel HTTP exporter
+    sets the certificate on its Session: OTEL_EXPORTER_OTLP_CERTIFICATE would silently be ignored. Proxy variables
+    still apply.
+    """
+    import requests
+
+    class PinnedVerifySession(requests.Session):
+        def merge_environment_settings(self, *args: Any, **kwargs: Any) -> Any:
+            merged = super().merge_environment_settings(*args, **kwargs)
+            if isinstance(self.verify, str):
+                merged["verify"] = self.verify
+            return merged
+
+    return PinnedVerifySession()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Senders: one attempt per call, bounded by the timeout; the export buffer retries.
+
+
+def _response_class(signal: str) -> Any:
+    import importlib
+
+    module, _, name = _OTLP[signal][2].partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _rejected(signal: str, response: Any) -> tuple[int, str]:
+    partial = response.partial_success
+    return int(getattr(partial, _OTLP[signal][3])), str(partial.error_message)
+
+
+def _grpc_retry_after(error: Any) -> float | None:
+    """The collector's RetryInfo: in the ``google.rpc.retryinfo-bin`` trailer or in the rich status details."""
+    from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped,unused-ignore]
+
+    try:
+        metadata = dict(error.trailing_metadata() or ())
+    except Exception:  # not a call error (say, a channel that failed to start)
+        return None
+    info = None
+    if (raw := metadata.get("google.rpc.retryinfo-bin")) is not None:
+        info = error_details_pb2.RetryInfo.FromString(raw)
+    elif (raw := metadata.get("grpc-status-details-bin")) is not None:
+        for detail in status_pb2.Status.FromString(raw).details:
+            if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+                info = error_details_pb2.RetryInfo()
+                detail.Unpack(info)
+    if info is None:
+        return None
+    return float(info.retry_delay.seconds + info.retry_delay.nanos / 1e9)
+
+
+class GrpcSender:
+    """Sends encoded OTLP requests of one signal over gRPC, one attempt per call."""
+
+    def __init__(
+        self,
+        signal: str,
+        *,
+        endpoint: str,
+        insecure: bool,
+        credentials: Any,
+        headers: Mapping[str, str] | None,
+        timeout: float,
+        compression: Any,
+    ) -> None:
+        self.signal = signal
+        self.timeout = timeout
+        # The OTel exporter's rule: a URL's host:port, or the text itself ("collector:4317").
+        self._target = urlsplit(endpoint).netloc if "://" in endpoint else endpoint
+        self._endpoint = endpoint
+        self._insecure = insecure
+        self._credentials = credentials
+        self._metadata = tuple((key.lower(), value) for key, value in (headers or {}).items())
+        self._compression = compression
+        self._response = _response_class(signal)
+        self._channel: Any = None
+        self._call: Any = None
+
+    def describe(self) -> str:
+        return mask_url(self._endpoint)
+
+    def _stub(self) -> Any:
+        if self._call is None:
+            import grpc
+            from opentelemetry.exporter.otlp.proto.grpc import _USER_AGENT_HEADER_VALUE
+
+            options = [
+                ("grpc.primary_user_agent", _USER_AGENT_HEADER_VALUE),
+                # gRPC's reconnect backoff grows to 120 s by default: after a long outage the channel would keep
+                # failing fast long after the collector is back. The buffer already paces the attempts.
+                ("grpc.initial_reconnect_backoff_ms", 250),
+                ("grpc.min_reconnect_backoff_ms", 250),
+                ("grpc.max_reconnect_backoff_ms", 2000),
+            ]
+            if self._insecure:
+                channel = grpc.insecure_channel(self._target, options=options, compression=self._compression)
+            else:
+                channel = grpc.secure_channel(
+                    self._target, self._credentials, options=options, compression=self._compression
+                )
+            # The payload is already the serialized request: no request serializer.
+            self._call = channel.unary_unary(
+                _OTLP[self.signal][1], request_serializer=None, response_deserializer=self._response.FromString
+            )
+            self._channel = channel
+        return self._call
+
+    def send(self, payload: bytes, timeout: float) -> SendResult:
+        import grpc
+
+        try:
+            response = self._stub()(payload, timeout=timeout, metadata=self._metadata)
+        except grpc.RpcError as error:
+            code = error.code() if callable(getattr(error, "code", None)) else None
+            name = getattr(code, "name", "UNKNOWN")
+            if name == "UNAVAILABLE":
+                # A channel that failed to connect waits out gRPC's own reconnect backoff and fails every call
+                # meanwhile; a fresh one connects at the next attempt (the OTel exporter does the same).
+                self.close()
+            if name in _RETRYABLE_GRPC:
+                return SendResult.retry(name, _grpc_retry_after(error))
+            return SendResult.reject(name)
+        rejected, message = _rejected(self.signal, response)
+        return SendResult.success(rejected, message)
+
+    def close(self) -> None:
+        channel, self._channel, self._call = self._channel, None, None
+        if channel is not None:
+            channel.close()
+
+    def reset_after_fork(self) -> None:
+        # The parent's channel is the parent's: forget it without closing, and connect afresh.
+        self._channel = self._call = None
+
+
+def _http_retry_after(value: str | None) -> float | None:
+    """``Retry-After``: delay-seconds or an HTTP-date (RFC 9110)."""
+    if not value:
+        return None
+    try:
+        return max(float(value.strip()), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+class HttpSender:
+    """Sends encoded OTLP requests of one signal over HTTP/protobuf, one attempt per call."""
+
+    def __init__(
+        self,
+        signal: str,
+        *,
+        url: str,
+        headers: Mapping[str, str] | None,
+        timeout: float,
+        gzip_body: bool,
+        certificate: str | None,
+        client_key: str | None,
+        client_certificate: str | None,
+    ) -> None:
+        from opentelemetry.exporter.otlp.proto.http import _OTLP_HTTP_HEADERS
+
+        self.signal = signal
+        self.timeout = timeout
+        self._url = url
+        self._headers = {key.lower(): value for key, value in _OTLP_HTTP_HEADERS.items()}
+        self._headers.update({key.lower(): value for key, value in (headers or {}).items()})
+        if gzip_body:
+            self._headers["content-encoding"] = "gzip"
+        self._gzip = gzip_body
+        # Passed with every request, not set on the Session: requests would let REQUESTS_CA_BUNDLE override it.
+        self._verify: str | bool = certificate or True
+        self._cert: str | tuple[str, str] | None = (
+            (client_certificate, client_key) if client_certificate and client_key else client_certificate
+        )
+        self._response = _response_class(signal)
+        self._session: Any = None
+
+    def describe(self) -> str:
+        return mask_url(self._url)
+
+    def send(self, payload: bytes, timeout: float) -> SendResult:
+        import requests
+
+        if self._session is None:
+            self._session = requests.Session()
+        body = gzip.compress(payload, compresslevel=6) if self._gzip else payload
+        try:
+            response = self._session.post(
+                self._url,
+                data=body,
+                headers=self._headers,
+                timeout=timeout,
+                verify=self._verify,
+                cert=self._cert,
+                allow_redirects=False,
+            )
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+            return SendResult.retry(type(exc).__name__)
+        except requests.exceptions.RequestException as exc:  # a malformed URL or header: retrying cannot help
+            return SendResult.reject(type(exc).__name__)
+        status = response.status_code
+        if 200 <= status < 300:
+            rejected, message = 0, ""
+            if response.content and "protobuf" in response.headers.get("content-type", ""):
+                try:
+                    rejected, message = _rejected(self.signal, self._response.FromString(response.content))
+                except Exception:  # an unparsable success body: the data was accepted
+                    _logger.debug("obskit: unparsable OTLP response body from %s", self.describe())
+            return SendResult.success(rejected, message)
+        if status in _RETRYABLE_HTTP:
+            return SendResult.retry(f"HTTP {status}", _http_retry_after(response.headers.get("retry-after")))
+        return SendResult.reject(f"HTTP {status}")
+
+    def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            session.close()
+
+    def reset_after_fork(self) -> None:
+        # Pooled connections are shared with the parent after fork: never reuse (or close) them in the child.
+        self._session = None
+
+
+_SETTINGS_SIGNAL: Final = {"traces": sc.SIGNAL_SPANS, "metrics": sc.SIGNAL_METRIC_POINTS, "logs": sc.SIGNAL_LOGS}
+
+
+def sender(settings: Settings, signal: str) -> Sender:
+    """The OTLP sender of ``signal`` (``"traces"``, ``"metrics"`` or ``"logs"``) for the configured protocol."""
+    name = _SETTINGS_SIGNAL[signal]
+    if settings.protocol_for(signal) == "grpc":
+        kwargs = _grpc_kwargs(settings, signal)
+        return GrpcSender(
+            name,
+            endpoint=kwargs["endpoint"],
+            insecure=kwargs["insecure"],
+            credentials=kwargs.get("credentials"),
+            headers=kwargs["headers"],
+            timeout=kwargs["timeout"],
+            compression=kwargs["compression"],
+        )
+    return HttpSender(
+        name,
+        url=settings.endpoint_for(signal),
+        headers=settings.headers_for(signal),
+        timeout=settings.timeout_for(signal),
+        gzip_body=settings.compression == "gzip",
+        certificate=settings.certificate,
+        client_key=settings.client_key,
+        client_certificate=settings.client_certificate,
+    )
+
+
+def export_buffer(settings: Settings) -> ExportBuffer | None:
+    """The export buffer for every signal exported over OTLP, or None when none is."""
+    kinds = {
+        "traces": settings.traces_exporter,
+        "metrics": settings.metrics_exporter,
+        "logs": settings.logs_exporter,
+    }
+    senders = {_SETTINGS_SIGNAL[signal]: sender(settings, signal) for signal, kind in kinds.items() if kind == "otlp"}
+    if not senders:
+        return None
+    return ExportBuffer(senders, max_bytes=settings.export_buffer_bytes)
+
+
+def span_exporter(settings: Settings, buffer: ExportBuffer | None = None) -> SpanExporter | None:
+    """The exporter for spans, or None when OTEL_TRACES_EXPORTER=none; OTLP goes through ``buffer`` if given."""
     kind = settings.traces_exporter
     if kind == "none":
         return None
+    if kind == "otlp" and buffer is not None and sc.SIGNAL_SPANS in buffer.signals:
+        return BufferedSpanExporter(buffer)
     if kind == "console":
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
@@ -88,11 +416,13 @@ def span_exporter(settings: Settings) -> SpanExporter | None:
     return HttpSpanExporter(**_http_kwargs(settings, "traces"))
 
 
-def log_exporter(settings: Settings) -> LogRecordExporter | None:
-    """The exporter for log records, or None when OTEL_LOGS_EXPORTER=none."""
+def log_exporter(settings: Settings, buffer: ExportBuffer | None = None) -> LogRecordExporter | None:
+    """The exporter for log records, or None when OTEL_LOGS_EXPORTER=none; OTLP goes through ``buffer`` if given."""
     kind = settings.logs_exporter
     if kind == "none":
         return None
+    if kind == "otlp" and buffer is not None and sc.SIGNAL_LOGS in buffer.signals:
+        return BufferedLogExporter(buffer)
     if kind == "console":
         from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter
 
@@ -106,8 +436,8 @@ def log_exporter(settings: Settings) -> LogRecordExporter | None:
     return HttpLogExporter(**_http_kwargs(settings, "logs"))
 
 
-def metric_reader(settings: Settings) -> MetricReader | None:
-    """The metric reader: periodic push over OTLP/console, a Prometheus pull endpoint, or None."""
+def metric_reader(settings: Settings, buffer: ExportBuffer | None = None) -> MetricReader | None:
+    """The metric reader: periodic push over OTLP (through ``buffer`` if given) or console, Prometheus pull, or None."""
     kind = settings.metrics_exporter
     if kind == "none":
         return None
@@ -120,6 +450,8 @@ def metric_reader(settings: Settings) -> MetricReader | None:
         from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
 
         exporter = ConsoleMetricExporter(out=sys.stdout)
+    elif buffer is not None and sc.SIGNAL_METRIC_POINTS in buffer.signals:
+        exporter = BufferedMetricExporter(buffer)
     elif settings.protocol_for("metrics") == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 

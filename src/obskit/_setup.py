@@ -6,21 +6,24 @@ import atexit
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from opentelemetry import metrics as metrics_api
 from opentelemetry import propagate, trace
-from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor, SynchronousMultiLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.view import View
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SynchronousMultiSpanProcessor, TracerProvider
 from opentelemetry.sdk.trace import sampling as sampling_sdk
 
-from . import _exporters, _guard, _integrations, _logging, _resource, _safety, _stages
+from . import _buffer, _exporters, _guard, _integrations, _logging, _resource, _safety, _stages
 from . import _semconv as sc
+from ._buffer import ExportBuffer, TelemetryStats
 from ._config import Settings, load_settings
+from ._integrations import _http
 
 _logger = logging.getLogger("obskit")
 
@@ -66,6 +69,7 @@ class Handle:
         resource: Resource | None = None,
         on_shutdown: tuple[Callable[[], None], ...] = (),
         on_fork: tuple[Callable[[], None], ...] = (),
+        export_buffer: ExportBuffer | None = None,
     ) -> None:
         self.settings = settings
         self.tracer_provider = tracer_provider
@@ -75,6 +79,7 @@ class Handle:
         self._arguments = dict(arguments)
         self._on_shutdown = on_shutdown
         self._on_fork = on_fork
+        self._buffer = export_buffer
         self._shut_down = False
         self._lock = threading.Lock()
 
@@ -87,7 +92,21 @@ class Handle:
         return f"<obskit.Handle service={self.settings.service_name!r} enabled={self.enabled}>"
 
     def _providers(self) -> list[Any]:
-        return [p for p in (self.tracer_provider, self.meter_provider, self.logger_provider) if p is not None]
+        # The meter provider last: its final collection then counts what the others handed over.
+        return [p for p in (self.tracer_provider, self.logger_provider, self.meter_provider) if p is not None]
+
+    def telemetry_stats(self) -> dict[str, TelemetryStats]:
+        """Accounting of every signal exported over OTLP, keyed ``"spans"``, ``"metric_points"`` and ``"logs"``.
+
+        For each, ``produced == exported + dropped_total + buffered`` holds exactly; the same counts are exported as
+        ``obskit.telemetry.exported`` and ``obskit.telemetry.dropped``. Empty when nothing is exported over OTLP.
+
+        Example:
+            >>> stats = handle.telemetry_stats()["spans"]  # doctest: +SKIP
+            >>> stats.produced == stats.exported + stats.dropped_total + stats.buffered  # doctest: +SKIP
+            True
+        """
+        return {} if self._buffer is None else self._buffer.stats()
 
     def force_flush(self, timeout: float | None = None) -> bool:
         """Export everything recorded so far; waits at most ``timeout`` seconds (default OBSKIT_SHUTDOWN_TIMEOUT).
@@ -97,9 +116,12 @@ class Handle:
         """
         deadline = self.settings.shutdown_timeout if timeout is None else timeout
         millis = int(deadline * 1000)
+        end = time.monotonic() + deadline
 
         def flush() -> bool:
             results = [bool(p.force_flush(timeout_millis=millis)) for p in self._providers()]
+            if self._buffer is not None:
+                results.append(self._buffer.flush(end - time.monotonic() - _SHUTDOWN_MARGIN))
             return all(results)
 
         return _run_with_deadline(flush, deadline, "force_flush")
@@ -117,24 +139,36 @@ class Handle:
                 return True
             self._shut_down = True
         deadline = self.settings.shutdown_timeout if timeout is None else timeout
+        end = time.monotonic() + deadline
         for callback in self._on_shutdown:
             with _safety.swallow_errors("shutdown"):
                 callback()
 
         def close() -> bool:
+            # Providers first: their batch processors and reader hand their last data to the export buffer (no
+            # network: that is instant); then the buffer sends what it holds, within what is left of the deadline.
             for provider in self._providers():
                 with _safety.swallow_errors("shutdown"):
-                    provider.shutdown()
+                    if isinstance(provider, MeterProvider):
+                        provider.shutdown(timeout_millis=max(end - time.monotonic(), 0.0) * 1000)
+                    else:
+                        provider.shutdown()
+            if self._buffer is not None:
+                # A little is kept back so the waiting thread sees the outcome before its own deadline.
+                return self._buffer.shutdown(end - time.monotonic() - _SHUTDOWN_MARGIN)
             return True
 
         return _run_with_deadline(close, deadline, "shutdown")
 
 
+_SHUTDOWN_MARGIN = 0.1
+
+
 def _run_with_deadline(work: Callable[[], bool], deadline: float, what: str) -> bool:
     """Run ``work`` in a daemon thread and give up waiting after ``deadline`` seconds.
 
-    The SDK's own shutdown can block for the exporter's whole retry schedule (about a minute against a dead
-    collector); a daemon thread bounds what the host process waits for, and dies with it.
+    The export buffer bounds each send by the deadline itself; the daemon thread is the backstop for anything else
+    that could block (a misbehaving processor added by the application), and dies with the process.
     """
     outcome: list[bool] = []
 
@@ -146,7 +180,11 @@ def _run_with_deadline(work: Callable[[], bool], deadline: float, what: str) -> 
             outcome.append(False)
 
     thread = threading.Thread(target=target, name=f"obskit-{what}", daemon=True)
-    thread.start()
+    try:
+        thread.start()
+    except RuntimeError:  # no new threads at interpreter shutdown (3.12+): the work is deadline-bounded anyway
+        target()
+        return bool(outcome and outcome[0])
     thread.join(deadline)
     if thread.is_alive():
         _logger.warning("obskit %s did not finish within %.1fs; continuing without waiting", what, deadline)
@@ -222,45 +260,64 @@ def _build(settings: Settings, arguments: Mapping[str, Any], capture: Any = None
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 
     resource = _resource.build_resource(settings)
+    export_buffer: ExportBuffer | None = None
     if capture is not None:
         span_exporter, metric_reader, log_exporter = capture.span_exporter, capture.metric_reader, capture.log_exporter
     else:
-        span_exporter = _exporters.span_exporter(settings)
-        metric_reader = _exporters.metric_reader(settings)
-        log_exporter = _exporters.log_exporter(settings)
+        export_buffer = _exporters.export_buffer(settings)
+        span_exporter = _exporters.span_exporter(settings, export_buffer)
+        metric_reader = _exporters.metric_reader(settings, export_buffer)
+        log_exporter = _exporters.log_exporter(settings, export_buffer)
 
-    tracer_provider = TracerProvider(resource=resource, sampler=_sampler(settings))
+    # shutdown_on_exit=False: obskit's own at-exit hook shuts everything down once, within the deadline; the SDK's
+    # hooks would shut down a second time, unbounded.
+    tracer_provider = TracerProvider(
+        resource=resource,
+        sampler=_sampler(settings),
+        shutdown_on_exit=False,
+        active_span_processor=_GuardedSpanProcessors(),  # type: ignore[no-untyped-call]
+    )
+    # First, so that later processors and exporters never see an unredacted URL or credential header.
+    tracer_provider.add_span_processor(_http.RedactingSpanProcessor(capture_query=_capture_query(settings)))
+    batch_options: dict[str, Any] = {
+        "max_queue_size": settings.bsp_max_queue_size,
+        "schedule_delay_millis": settings.bsp_schedule_delay * 1000,
+        "max_export_batch_size": min(settings.bsp_max_export_batch_size, settings.bsp_max_queue_size),
+    }
     if capture is not None:
         tracer_provider.add_span_processor(SimpleSpanProcessor(span_exporter))
+    elif isinstance(span_exporter, _buffer.BufferedSpanExporter):
+        tracer_provider.add_span_processor(_buffer.AccountedBatchSpanProcessor(span_exporter, **batch_options))
     elif span_exporter is not None:
-        tracer_provider.add_span_processor(
-            BatchSpanProcessor(
-                span_exporter,
-                max_queue_size=settings.bsp_max_queue_size,
-                schedule_delay_millis=settings.bsp_schedule_delay * 1000,
-                max_export_batch_size=min(settings.bsp_max_export_batch_size, settings.bsp_max_queue_size),
-            )
-        )
+        tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter, **batch_options))
     meter_provider = MeterProvider(
         resource=resource,
         metric_readers=[metric_reader] if metric_reader is not None else [],
         views=_views(),
+        shutdown_on_exit=False,
     )
     logger_provider: LoggerProvider | None = None
     handler: logging.Handler | None = None
     if log_exporter is not None:
         from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, SimpleLogRecordProcessor
 
-        logger_provider = LoggerProvider(resource=resource)
-        logger_provider.add_log_record_processor(
-            SimpleLogRecordProcessor(log_exporter)
-            if capture is not None
-            else BatchLogRecordProcessor(
-                log_exporter,
-                max_queue_size=settings.blrp_max_queue_size,
-                schedule_delay_millis=settings.blrp_schedule_delay * 1000,
-            )
+        logger_provider = LoggerProvider(
+            resource=resource,
+            shutdown_on_exit=False,
+            multi_log_record_processor=_GuardedLogProcessors(),  # type: ignore[no-untyped-call]
         )
+        log_options: dict[str, Any] = {
+            "max_queue_size": settings.blrp_max_queue_size,
+            "schedule_delay_millis": settings.blrp_schedule_delay * 1000,
+        }
+        log_processor: LogRecordProcessor
+        if capture is not None:
+            log_processor = SimpleLogRecordProcessor(log_exporter)
+        elif isinstance(log_exporter, _buffer.BufferedLogExporter):
+            log_processor = _buffer.AccountedBatchLogRecordProcessor(log_exporter, **log_options)
+        else:
+            log_processor = BatchLogRecordProcessor(log_exporter, **log_options)
+        logger_provider.add_log_record_processor(log_processor)
         handler = _logging.make_handler(logger_provider, settings.log_level)
 
     guard = _guard.LabelGuard(
@@ -281,6 +338,8 @@ def _build(settings: Settings, arguments: Mapping[str, Any], capture: Any = None
         unit="{error}",
         description="Failures inside obskit, swallowed so the application never sees them.",
     )
+    if export_buffer is not None:
+        _register_buffer_metrics(own_meter, export_buffer)
     _stages.bind(
         contrib_tracer_provider.get_tracer(sc.INSTRUMENTATION_NAME),
         guarded.get_meter(sc.INSTRUMENTATION_NAME),
@@ -294,6 +353,7 @@ def _build(settings: Settings, arguments: Mapping[str, Any], capture: Any = None
         _logging.attach_handler(handler)
 
     system_metrics = _start_system_metrics(guarded) if settings.system_metrics and metric_reader else None
+    _http.configure_capture(headers=settings.capture_headers, query=_capture_query(settings))
     _integrations.configure(
         _integrations.Target(
             tracer_provider=contrib_tracer_provider,
@@ -305,6 +365,7 @@ def _build(settings: Settings, arguments: Mapping[str, Any], capture: Any = None
 
     def detach() -> None:
         _integrations.unconfigure()
+        _http.configure_capture()
         _stages.unbind()
         _guard.install(None)
         if handler is not None:
@@ -321,6 +382,103 @@ def _build(settings: Settings, arguments: Mapping[str, Any], capture: Any = None
         resource=resource,
         on_shutdown=(detach,),
         on_fork=(lambda: _system_metrics_after_fork(system_metrics),),
+        export_buffer=export_buffer,
+    )
+
+
+def _capture_query(settings: Settings) -> bool:
+    # Query strings are recorded only when opted in (SPEC §3); OBSKIT_CAPTURE_QUERY is read when the table has it.
+    return bool(settings.values.get("capture_query", False))
+
+
+class _GuardedSpanProcessors(SynchronousMultiSpanProcessor):
+    """The SDK's multi-processor, except that a failing processor is counted and logged once, never raised.
+
+    A span processor runs inside ``span.start()``/``span.end()``, that is inside the application's request: the
+    SDK lets its exceptions through.
+    """
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        for processor in self._span_processors:
+            try:
+                processor.on_start(span, parent_context=parent_context)
+            except Exception:
+                with _safety.swallow_errors(f"span processor {type(processor).__name__}"):
+                    raise
+
+    def _on_ending(self, span: Any) -> None:
+        for processor in self._span_processors:
+            try:
+                processor._on_ending(span)
+            except Exception:
+                with _safety.swallow_errors(f"span processor {type(processor).__name__}"):
+                    raise
+
+    def on_end(self, span: Any) -> None:
+        for processor in self._span_processors:
+            try:
+                processor.on_end(span)
+            except Exception:
+                with _safety.swallow_errors(f"span processor {type(processor).__name__}"):
+                    raise
+
+
+class _GuardedLogProcessors(SynchronousMultiLogRecordProcessor):
+    """As ``_GuardedSpanProcessors``, for log record processors (they run inside ``logger.info()`` calls)."""
+
+    def on_emit(self, log_record: Any) -> None:
+        for processor in self._log_record_processors:
+            try:
+                processor.on_emit(log_record)
+            except Exception:
+                with _safety.swallow_errors(f"log processor {type(processor).__name__}"):
+                    raise
+
+
+def _register_buffer_metrics(meter: Any, buffer: ExportBuffer) -> None:
+    """``obskit.telemetry.exported``/``dropped``/``buffered`` and the buffer's memory, read from its accounting."""
+    from opentelemetry.metrics import Observation
+
+    def exported(_options: Any) -> Any:
+        for signal, stats in buffer.stats().items():
+            yield Observation(stats.exported, {sc.ATTR_OBSKIT_SIGNAL: signal})
+
+    def dropped(_options: Any) -> Any:
+        for signal, stats in buffer.stats().items():
+            for reason, count in stats.dropped.items():
+                if count:
+                    yield Observation(count, {sc.ATTR_OBSKIT_SIGNAL: signal, sc.ATTR_OBSKIT_REASON: reason})
+
+    def buffered(_options: Any) -> Any:
+        for signal, stats in buffer.stats().items():
+            yield Observation(stats.buffered, {sc.ATTR_OBSKIT_SIGNAL: signal})
+
+    def usage(_options: Any) -> Any:
+        yield Observation(buffer.used_bytes)
+
+    meter.create_observable_counter(
+        sc.TELEMETRY_EXPORTED,
+        callbacks=[exported],
+        unit=sc.UNIT_ITEM,
+        description="Telemetry items (spans, metric points, log records) the collector accepted.",
+    )
+    meter.create_observable_counter(
+        sc.TELEMETRY_DROPPED,
+        callbacks=[dropped],
+        unit=sc.UNIT_ITEM,
+        description="Telemetry items dropped, by reason; produced = exported + dropped + buffered.",
+    )
+    meter.create_observable_up_down_counter(
+        _buffer.TELEMETRY_BUFFERED,
+        callbacks=[buffered],
+        unit=sc.UNIT_ITEM,
+        description="Telemetry items waiting for export (SDK queues and the export buffer).",
+    )
+    meter.create_observable_gauge(
+        _buffer.EXPORT_BUFFER_USAGE,
+        callbacks=[usage],
+        unit="By",
+        description="Bytes held by the export buffer, bounded by OBSKIT_EXPORT_BUFFER_BYTES.",
     )
 
 

@@ -1,8 +1,14 @@
-"""Pieces shared by the HTTP server integrations: excluded URLs and stable semantic conventions."""
+"""Pieces shared by the HTTP server integrations: excluded URLs, stable semantic conventions, safe defaults."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
+
+from opentelemetry.sdk.trace import SpanProcessor
 
 # A URL's scheme and authority: contrib matches excluded-URL regexes against the *full* URL
 # (scheme://host/path[?query]), while obskit documents them as matched against the path.
@@ -42,3 +48,180 @@ def force_stable_http_semconv() -> None:
     _OpenTelemetrySemanticConventionStability._OTEL_SEMCONV_STABILITY_SIGNAL_MAPPING[
         _OpenTelemetryStabilitySignalType.HTTP
     ] = _StabilityMode.HTTP
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Safe defaults: no query strings unless opted in, credentials redacted from URLs and captured headers.
+
+# Header names (regexes searched case-insensitively, as contrib's sanitize fields) whose values are always redacted.
+SENSITIVE_HEADERS: Final = (
+    "authorization",  # and proxy-authorization
+    "cookie",  # and set-cookie
+    "api[-_]?key",  # x-api-key, api-key, apikey
+    "token",
+    "secret",
+    "passw",
+    "session",
+    "signature",
+    "credential",
+    "x-auth",
+)
+_SENSITIVE_HEADER_RE: Final = re.compile("|".join(SENSITIVE_HEADERS), re.IGNORECASE)
+# Query parameter names whose values are redacted when query strings are captured: whole names, then fragments.
+SENSITIVE_QUERY_NAMES: Final = frozenset(
+    {"key", "sig", "code", "jwt", "pwd", "auth", "awsaccesskeyid", "x-amz-credential", "x-amz-date"}
+)
+_SENSITIVE_QUERY_RE: Final = re.compile(
+    r"token|secret|passw|signature|credential|api[-_]?key|apikey|session|private", re.IGNORECASE
+)
+REDACTED_HEADER: Final = "[REDACTED]"  # contrib's own marker for sanitized headers
+REDACTED_VALUE: Final = "REDACTED"  # contrib's marker for query values and URL credentials
+# Span attributes holding a URL (or its query), stable and older HTTP semantic conventions.
+_URL_KEYS: Final = frozenset({"url.full", "url.original", "http.url", "http.target"})
+_QUERY_KEY: Final = "url.query"
+_HEADER_PREFIXES: Final = ("http.request.header.", "http.response.header.")
+
+
+@dataclass(frozen=True)
+class Capture:
+    """What the server integrations record beyond the defaults (OBSKIT_CAPTURE_HEADERS; query strings)."""
+
+    headers: tuple[str, ...] = ()
+    query: bool = False
+
+
+_capture = Capture()
+
+
+def configure_capture(headers: tuple[str, ...] = (), query: bool = False) -> None:
+    """Set what apps instrumented from now on capture (``init()`` calls it; no arguments resets)."""
+    global _capture
+    _capture = Capture(tuple(headers), query)
+
+
+def capture() -> Capture:
+    return _capture
+
+
+def is_sensitive_header(name: str) -> bool:
+    """Whether a header's value is always redacted (``Authorization``, ``Cookie``, ``X-Api-Key``, ``*token*``...)."""
+    return bool(_SENSITIVE_HEADER_RE.search(name.replace("_", "-")))
+
+
+def _is_sensitive_param(name: str) -> bool:
+    lowered = name.strip().lower()
+    return lowered in SENSITIVE_QUERY_NAMES or bool(_SENSITIVE_QUERY_RE.search(lowered))
+
+
+def redact_query(query: str) -> str:
+    """Replace the values of sensitive parameters (``token``, ``api_key``, ``password``, ``sig``...) by REDACTED.
+
+    Other parameters, their order and their encoding are kept as they were.
+    """
+    if not query:
+        return query
+    pieces = []
+    for piece in query.split("&"):
+        name, sep, _value = piece.partition("=")
+        pieces.append(f"{name}={REDACTED_VALUE}" if sep and _is_sensitive_param(unquote_plus(name)) else piece)
+    return "&".join(pieces)
+
+
+def scrub_url(url: str, *, keep_query: bool) -> str:
+    """A URL (or request target) without credentials, and without its query unless ``keep_query`` (then redacted)."""
+    if "@" not in url and "?" not in url:
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # unparsable: keep nothing that could be a secret
+        return url.split("?", 1)[0].rsplit("@", 1)[-1]
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = f"{REDACTED_VALUE}:{REDACTED_VALUE}@" + netloc.rpartition("@")[2]
+    query = redact_query(parts.query) if keep_query else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def scrub_attributes(attributes: Mapping[str, Any], *, keep_query: bool) -> dict[str, Any]:
+    """The changes that make span attributes safe: ``{key: new value}``, ``None`` meaning "remove"."""
+    changes: dict[str, Any] = {}
+    for key, value in attributes.items():
+        if key == _QUERY_KEY:
+            if not keep_query:
+                changes[key] = None
+            elif isinstance(value, str) and (redacted := redact_query(value)) != value:
+                changes[key] = redacted
+        elif key in _URL_KEYS:
+            if isinstance(value, str) and (scrubbed := scrub_url(value, keep_query=keep_query)) != value:
+                changes[key] = scrubbed
+        elif key.startswith(_HEADER_PREFIXES) and is_sensitive_header(key.split(".", 3)[3]):
+            if isinstance(value, (list, tuple)):
+                if any(item != REDACTED_HEADER for item in value):
+                    changes[key] = tuple(REDACTED_HEADER for _ in value)
+            elif value != REDACTED_HEADER:
+                changes[key] = REDACTED_HEADER
+    return changes
+
+
+def _scrub(span: Any, keep_query: bool) -> None:
+    attributes = getattr(span, "_attributes", None)
+    if not attributes:
+        return
+    changes = scrub_attributes(attributes, keep_query=keep_query)
+    if not changes:
+        return
+    # At _on_ending the SDK has already frozen the attributes (the span is about to become a ReadableSpan); the
+    # redaction must still land before any exporter copies them.
+    frozen = getattr(attributes, "_immutable", False)
+    attributes._immutable = False
+    try:
+        for key, value in changes.items():
+            if value is None:
+                del attributes[key]
+            else:
+                attributes[key] = value
+    finally:
+        attributes._immutable = frozen
+
+
+class RedactingSpanProcessor(SpanProcessor):
+    """Removes query strings (unless opted in) and credentials from URL attributes, redacts sensitive headers.
+
+    Runs when a span starts (contrib sets the URL attributes then) and again as it ends (headers and URLs set
+    later, e.g. response headers or by an application's own code), on every span, whatever instrumented it.
+    """
+
+    def __init__(self, *, capture_query: bool = False) -> None:
+        self._keep_query = capture_query
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        _scrub(span, self._keep_query)
+
+    def _on_ending(self, span: Any) -> None:
+        _scrub(span, self._keep_query)
+
+    def on_end(self, span: Any) -> None:
+        pass
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+def header_capture_options() -> dict[str, Any]:
+    """The contrib (ASGI) header-capture arguments for the configured OBSKIT_CAPTURE_HEADERS, credentials redacted."""
+    from opentelemetry.util.http import (
+        OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS,
+        get_custom_headers,
+    )
+
+    headers = list(_capture.headers)
+    # A user's own OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS adds to the built-in list.
+    sanitize = [*SENSITIVE_HEADERS, *get_custom_headers(OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS)]
+    return {
+        "http_capture_headers_server_request": headers or None,
+        "http_capture_headers_server_response": headers or None,
+        "http_capture_headers_sanitize_fields": sanitize,
+    }

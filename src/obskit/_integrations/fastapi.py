@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..exceptions import IntegrationUnavailable
-from ._http import contrib_excluded_urls, force_stable_http_semconv
+from ._http import contrib_excluded_urls, force_stable_http_semconv, header_capture_options
 
 HINT = "pip install 'obskit[fastapi]'"
 
@@ -31,6 +31,8 @@ def instrument(app: Any, tracer_provider: Any, meter_provider: Any, excluded_url
         excluded_urls=contrib_excluded_urls(excluded_urls),
         # The per-message "http receive"/"http send" spans triple the span count and say nothing about a model.
         exclude_spans=["receive", "send"],
+        # OBSKIT_CAPTURE_HEADERS, with Authorization, Cookie, API keys and tokens always redacted.
+        **header_capture_options(),
     )
 
 
