@@ -1,0 +1,508 @@
+"""HTTP overhead: interleaved rounds of every variant, each a fresh server process under wrk.
+
+Run through ``bash benchmarks/run.sh`` (which builds benchmarks/.venv and installs wrk), or directly:
+``benchmarks/.venv/bin/python benchmarks/bench_http.py --rounds 3 --duration 5 --out /tmp/bench``.
+
+Per (framework, variant, routes) and round: start the server (gunicorn sync with 1 worker for Flask, uvicorn
+for FastAPI) pinned to CPU 1, wait for /healthz, warm it up with wrk, then measure DURATION seconds of
+``wrk -t1 -c8`` POST /predict (pinned to CPU 0, with the receiver). Server CPU is read from /proc/<pid>/stat
+(utime + stime of the server and its worker processes) before and after the measured run. The server gets
+SIGTERM, flushes, and what the receiver got from it is counted (spans per request, a check that the
+telemetry really left the process). Ratios are paired: requests/s of a variant over the bare server's in the
+same round and framework; the medians over the rounds are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+BIN = Path(sys.executable).parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+VARIANTS = ("bare", "otel", "ddtrace", "prometheus", "obskit_full", "obskit_metrics", "obskit_disabled")
+LABELS = {
+    "bare": "bare (no instrumentation)",
+    "otel": "stock OpenTelemetry (contrib + 3 spans + 3 histograms, OTLP/gRPC)",
+    "ddtrace": "ddtrace (ddtrace-run + 3 spans, dummy agent)",
+    "prometheus": "prometheus (exporter/instrumentator + 3 stage histograms)",
+    "obskit_full": "obskit full (server + 3 stage spans, RED + stage metrics, OTLP/gRPC)",
+    "obskit_metrics": "obskit metrics-only (OTEL_TRACES_EXPORTER=none)",
+    "obskit_disabled": "obskit disabled (OTEL_SDK_DISABLED=true)",
+}
+FRAMEWORKS = ("flask", "fastapi")
+ROUTE_VARIANTS = ("bare", "obskit_full")  # the routes-scaling run: overhead of obskit full at 10 vs 1,000 routes
+BODY = '{"instances": [[5.1, 3.5, 1.4, 0.2], [6.2, 2.9, 4.3, 1.3]]}'
+LUA = """
+wrk.method = "POST"
+wrk.body = '__BODY__'
+wrk.headers["Content-Type"] = "application/json"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRKJSON {"requests": %d, "duration_us": %d, "connect": %d, "read": %d, "write": %d, "status": %d, ' ..
+    '"timeout": %d, "p50_us": %d, "p99_us": %d}\\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+""".replace("__BODY__", BODY)
+
+
+@dataclass(frozen=True)
+class Config:
+    framework: str
+    variant: str
+    routes: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.framework}/{self.variant}/{self.routes}"
+
+
+@dataclass
+class Sample:
+    framework: str
+    variant: str
+    routes: int
+    round: int
+    rps: float
+    requests: int
+    errors: int
+    p50_us: float
+    p99_us: float
+    cpu_us_per_request: float
+    receiver_cpu_us_per_request: float
+    total_requests: int
+    exported: dict[str, int] = field(default_factory=dict)
+    log: str = ""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# processes
+
+
+def cpu_ticks(pid: int) -> int:
+    """utime + stime of ``pid`` and all its live descendants, in clock ticks."""
+    total = 0
+    for p in [pid, *descendants(pid)]:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+    return total
+
+
+def descendants(pid: int) -> list[int]:
+    found: list[int] = []
+    stack = [pid]
+    while stack:
+        p = stack.pop()
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                children = [int(c) for c in (task / "children").read_text().split()]
+                found += children
+                stack += children
+    return found
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OBSKIT_", "DD_", "VARIANT", "ROUTES"))}
+
+
+def pin(cpu: str | None) -> list[str]:
+    return ["taskset", "-c", cpu] if cpu is not None else []
+
+
+def server_command(cfg: Config, port: int, cpu: str | None) -> list[str]:
+    prefix = pin(cpu) + ([str(BIN / "ddtrace-run")] if cfg.variant == "ddtrace" else [])
+    if cfg.framework == "flask":
+        # Sync worker, 1 worker: one request at a time, connection closed after each response. wrk's 8
+        # connections queue in the listen backlog, so the load is closed-loop and requests/s = 1 / service time.
+        app = ["-w", "1", "-k", "sync", "--bind", f"127.0.0.1:{port}", "--log-level", "warning", "app_flask:app"]
+        return [*prefix, str(BIN / "gunicorn"), *app]
+    return [
+        *prefix,
+        str(BIN / "uvicorn"),
+        "app_fastapi:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
+
+
+def server_env(cfg: Config, ports: dict[str, int]) -> dict[str, str]:
+    env = clean_env()
+    env.update(
+        VARIANT=cfg.variant,
+        ROUTES=str(cfg.routes),
+        PYTHONPATH=os.pathsep.join([str(HERE), str(ROOT / "src")]),
+        OTLP_ENDPOINT=f"127.0.0.1:{ports['grpc']}",
+        PYTHONDONTWRITEBYTECODE="1",
+    )
+    if cfg.variant.startswith("obskit"):
+        env.update(
+            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{ports['grpc']}",
+            OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
+            OTEL_TRACES_SAMPLER="always_on",  # 100% sampling: sampled-out spans don't count (issue 8)
+        )
+        if cfg.variant == "obskit_metrics":
+            env["OTEL_TRACES_EXPORTER"] = "none"
+        elif cfg.variant == "obskit_disabled":
+            env["OTEL_SDK_DISABLED"] = "true"
+    elif cfg.variant == "ddtrace":
+        env.update(
+            DD_TRACE_AGENT_URL=f"http://127.0.0.1:{ports['agent']}",  # the dummy agent in receiver.py
+            DD_SERVICE="bench-model-server",
+            DD_ENV="bench",
+            DD_TRACE_SAMPLING_RULES='[{"sample_rate": 1.0}]',  # every request traced and kept
+            DD_INSTRUMENTATION_TELEMETRY_ENABLED="false",  # no background telemetry to a real intake
+            DD_REMOTE_CONFIGURATION_ENABLED="false",
+            DD_TRACE_STARTUP_LOGS="false",
+        )
+    return env
+
+
+@contextlib.contextmanager
+def receiver(cpu: str | None, log_dir: Path) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, int]]]:
+    ports_file = Path(tempfile.mkdtemp(prefix="obskit-bench-")) / "ports.json"
+    log = open(log_dir / "receiver.log", "wb")  # noqa: SIM115
+    env = clean_env()
+    env["PYTHONPATH"] = str(ROOT / "src")
+    proc = subprocess.Popen(
+        [*pin(cpu), sys.executable, str(HERE / "receiver.py"), "--ports-file", str(ports_file)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not ports_file.exists() or not ports_file.read_text():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"receiver did not start: {(log_dir / 'receiver.log').read_text()}")
+            time.sleep(0.05)
+        time.sleep(0.05)
+        yield proc, json.loads(ports_file.read_text())
+    finally:
+        stop(proc)
+        log.close()
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 20.0, sig: int = signal.SIGTERM) -> None:
+    """Signal our own server (its own session), then SIGKILL its group if it does not exit in time."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+
+
+def stats(ports: dict[str, int]) -> dict[str, int]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{ports['agent']}/stats", timeout=5) as r:
+        return dict(json.load(r))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60.0) -> int:
+    """Poll /healthz until it answers 200; returns how many requests that took."""
+    deadline = time.monotonic() + timeout
+    tries = 0
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
+        tries += 1
+        with contextlib.suppress(OSError), urllib.request.urlopen(url + "/healthz", timeout=2) as r:
+            if r.status == 200:
+                return tries
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"server not ready in {timeout}s:\n{log.read_text(errors='replace')[-3000:]}")
+        time.sleep(0.1)
+
+
+def wrk(url: str, seconds: float, args: argparse.Namespace, lua: Path) -> dict[str, Any]:
+    cmd = [
+        *pin(args.client_cpu),
+        "wrk",
+        f"-t{args.threads}",
+        f"-c{args.connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(lua),
+        url + "/predict",
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
+    for line in out.splitlines():
+        if line.startswith("WRKJSON "):
+            return dict(json.loads(line[len("WRKJSON ") :]))
+    raise RuntimeError(f"no summary from wrk:\n{out}")
+
+
+def run_one(cfg: Config, rnd: int, args: argparse.Namespace, ports: dict[str, int], rx_pid: int, lua: Path) -> Sample:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = args.out / "logs" / f"{cfg.framework}-{cfg.variant}-{cfg.routes}-r{rnd}.log"
+    before = stats(ports)
+    with open(log, "wb") as log_file:
+        proc = subprocess.Popen(
+            server_command(cfg, port, args.server_cpu),
+            cwd=HERE,
+            env=server_env(cfg, ports),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            ready = wait_ready(url, proc, log)
+            warm = wrk(url, args.warmup, args, lua) if args.warmup > 0 else {"requests": 0}
+            cpu0, rx0 = cpu_ticks(proc.pid), cpu_ticks(rx_pid)
+            result = wrk(url, args.duration, args, lua)
+            cpu1, rx1 = cpu_ticks(proc.pid), cpu_ticks(rx_pid)
+        finally:
+            # uvicorn (>= 0.29) re-raises SIGTERM after its graceful shutdown with the default handler, which
+            # kills the process before atexit: the SDKs' final flush is lost and the exported counts come up
+            # short. SIGINT ends it through KeyboardInterrupt, so atexit (and the flush) runs.
+            stop(proc, sig=signal.SIGINT if cfg.framework == "fastapi" else signal.SIGTERM)
+    time.sleep(0.3)  # the last export's reply is in; let the receiver count it
+    after = stats(ports)
+    requests = int(result["requests"])
+    per_request = 1e6 / CLK_TCK / max(1, requests)
+    exported = {k: after.get(k, 0) - before.get(k, 0) for k in set(after) | set(before)}
+    text = log.read_text(errors="replace")
+    return Sample(
+        framework=cfg.framework,
+        variant=cfg.variant,
+        routes=cfg.routes,
+        round=rnd,
+        rps=requests / (result["duration_us"] / 1e6),
+        requests=requests,
+        errors=sum(int(result[k]) for k in ("connect", "read", "write", "status", "timeout")),
+        p50_us=float(result["p50_us"]),
+        p99_us=float(result["p99_us"]),
+        cpu_us_per_request=(cpu1 - cpu0) * per_request,
+        receiver_cpu_us_per_request=(rx1 - rx0) * per_request,
+        total_requests=ready + int(warm["requests"]) + requests,
+        exported={k: v for k, v in exported.items() if v},
+        log=text[-2000:] if ("Traceback" in text or "Error" in text) else "",
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# summary
+
+
+def med(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def summarise(samples: list[Sample], args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    by: dict[tuple[str, str, int], dict[int, Sample]] = {}
+    for s in samples:
+        by.setdefault((s.framework, s.variant, s.routes), {})[s.round] = s
+
+    def paired(fw: str, variant: str, routes: int = 10, base: str = "bare", base_routes: int = 10) -> list[float]:
+        num, den = by.get((fw, variant, routes), {}), by.get((fw, base, base_routes), {})
+        return [num[r].rps / den[r].rps for r in sorted(num) if r in den]
+
+    def paired_cpu(fw: str, variant: str) -> list[float]:
+        """Bare CPU per request over the variant's: the throughput ratio of a server that is CPU-bound."""
+        num, den = by.get((fw, variant, 10), {}), by.get((fw, "bare", 10), {})
+        return [den[r].cpu_us_per_request / num[r].cpu_us_per_request for r in sorted(num) if r in den]
+
+    def overhead_us(fw: str, variant: str, routes: int) -> tuple[list[float], list[float]]:
+        """Per-round added wall time (1/rps) and added server CPU per request over the bare server."""
+        num, den = by.get((fw, variant, routes), {}), by.get((fw, "bare", routes), {})
+        wall = [1e6 / num[r].rps - 1e6 / den[r].rps for r in sorted(num) if r in den]
+        cpu = [num[r].cpu_us_per_request - den[r].cpu_us_per_request for r in sorted(num) if r in den]
+        return wall, cpu
+
+    frameworks = [fw for fw in args.frameworks if any(k[0] == fw for k in by)]
+    lines = [
+        f"{args.rounds} interleaved rounds, {args.duration:g}s of wrk -t{args.threads} -c{args.connections} per "
+        f"variant and round (after {args.warmup:g}s warm-up), each variant a fresh server process. "
+        "Ratio = requests/s over the bare server's in the same round (median of the rounds, [min-max]); "
+        "CPU = server CPU µs per request (utime+stime of the server and its workers); "
+        "CPU ratio = bare CPU µs/request over the variant's (paired, median): the req/s ratio of a CPU-bound "
+        "server, steadier than req/s when other processes share the machine; "
+        "spans/req = spans the receiver got per request sent (ddtrace: traces).",
+        "",
+        "| variant | "
+        + " | ".join(
+            f"{fw} req/s | {fw} ratio | {fw} CPU µs/req | {fw} CPU ratio | {fw} spans/req" for fw in frameworks
+        )
+        + " |",
+        "|---|" + "---:|---:|---:|---:|---:|" * len(frameworks),
+    ]
+    data: dict[str, Any] = {"ratios": {}, "cpu_ratios": {}, "cpu": {}, "rps": {}, "routes": {}}
+    for variant in args.variants:
+        cells = []
+        for fw in frameworks:
+            runs = list(by.get((fw, variant, 10), {}).values())
+            if not runs:
+                cells.append("- | - | - | - | -")
+                continue
+            ratios = paired(fw, variant)
+            cpu_ratios = paired_cpu(fw, variant)
+            data["cpu_ratios"][f"{fw}/{variant}"] = med(cpu_ratios)
+            rps = med([s.rps for s in runs])
+            cpu = med([s.cpu_us_per_request for s in runs])
+            spans = med([s.exported.get("traces", 0) / max(1, s.total_requests) for s in runs])
+            if variant == "ddtrace":
+                spans = med([s.exported.get("dd_traces", 0) / max(1, s.total_requests) for s in runs])
+            data["ratios"][f"{fw}/{variant}"] = med(ratios)
+            data["cpu"][f"{fw}/{variant}"] = cpu
+            data["rps"][f"{fw}/{variant}"] = rps
+            ratio_cell = f"{med(ratios):.2f}x [{min(ratios):.2f}-{max(ratios):.2f}]" if ratios else "-"
+            errors = sum(s.errors for s in runs)
+            spans_cell = f"{spans:.2f}" + (" traces" if variant == "ddtrace" else "") if spans else "0"
+            cells.append(
+                f"{rps:,.0f} | {ratio_cell} | {cpu:.0f} | {med(cpu_ratios):.2f}x | {spans_cell}"
+                + (f" ({errors} errors)" if errors else "")
+            )
+        lines.append(f"| {LABELS[variant]} | " + " | ".join(cells) + " |")
+
+    if args.routes_scaling:
+        lines += [
+            "",
+            "Routes scaling (obskit full): added time per request over the bare server with the same routes "
+            "(wall = 1/req·s difference, CPU = server CPU difference; medians of per-round differences).",
+            "",
+            "| framework | overhead @10 routes wall / CPU µs | overhead @1,000 routes wall / CPU µs | "
+            "ratio 1,000/10 (wall, CPU) | bare 1,000 vs 10 routes req/s |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for fw in frameworks:
+            w10, c10 = overhead_us(fw, "obskit_full", 10)
+            w1k, c1k = overhead_us(fw, "obskit_full", 1000)
+            bare_ratio = paired(fw, "bare", 1000)
+            if not (w10 and w1k):
+                continue
+            rw, rc = med(w1k) / med(w10), med(c1k) / med(c10)
+            data["routes"][fw] = {"wall10": med(w10), "wall1000": med(w1k), "cpu10": med(c10), "cpu1000": med(c1k)}
+            lines.append(
+                f"| {fw} | {med(w10):.0f} / {med(c10):.0f} | {med(w1k):.0f} / {med(c1k):.0f} | "
+                f"{rw:.2f}x, {rc:.2f}x | {med(bare_ratio):.2f}x |"
+            )
+
+    targets = [
+        ("flask", "obskit_full", 0.75),
+        ("fastapi", "obskit_full", 0.70),
+        ("flask", "obskit_metrics", 0.95),
+        ("fastapi", "obskit_metrics", 0.90),
+    ]
+    lines += ["", "| issue target | req/s ratio | CPU ratio | verdict |", "|---|---:|---:|---|"]
+    for fw, variant, target in targets:
+        ratio = data["ratios"].get(f"{fw}/{variant}")
+        cpu_ratio = data["cpu_ratios"].get(f"{fw}/{variant}")
+        if ratio is not None and cpu_ratio is not None:
+            verdict = "met" if min(ratio, cpu_ratio) >= target else "**not met**"
+            lines.append(f"| {variant} on {fw} >= {target:.2f}x | {ratio:.2f}x | {cpu_ratio:.2f}x | {verdict} |")
+    for fw, r in data["routes"].items():
+        ratio = max(r["wall1000"] / r["wall10"], r["cpu1000"] / r["cpu10"])
+        verdict = "met" if ratio <= 1.10 else "**not met**"
+        wall, cpu = r["wall1000"] / r["wall10"], r["cpu1000"] / r["cpu10"]
+        lines.append(
+            f"| {fw}: obskit overhead @1,000 routes within 10% of @10 | {wall:.2f}x | {cpu:.2f}x | {verdict} |"
+        )
+
+    problems = [s for s in samples if s.errors or s.log]
+    if problems:
+        lines += ["", "Runs with errors or a logged traceback:"]
+        for s in problems:
+            lines.append(f"- {s.framework}/{s.variant}/{s.routes} round {s.round}: {s.errors} errors {s.log[:300]!r}")
+    return "\n".join(lines), data
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    env = os.environ
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=int(env.get("ROUNDS", "3")))
+    parser.add_argument("--duration", type=float, default=float(env.get("DURATION", "5")))
+    parser.add_argument("--warmup", type=float, default=float(env.get("WARMUP", "1")))
+    parser.add_argument("--connections", type=int, default=int(env.get("CONNECTIONS", "8")))
+    parser.add_argument("--threads", type=int, default=int(env.get("THREADS", "1")))
+    parser.add_argument("--frameworks", nargs="+", default=env.get("FRAMEWORKS", " ".join(FRAMEWORKS)).split())
+    parser.add_argument("--variants", nargs="+", default=env.get("VARIANTS", " ".join(VARIANTS)).split())
+    parser.add_argument("--no-routes-scaling", dest="routes_scaling", action="store_false")
+    parser.add_argument("--seed", type=int, default=int(env.get("SEED", "8")))
+    parser.add_argument("--pin", type=int, default=int(env.get("PIN", "1" if (os.cpu_count() or 1) >= 2 else "0")))
+    parser.add_argument("--out", type=Path, default=HERE / "results" / time.strftime("%Y%m%d-%H%M%S"))
+    args = parser.parse_args(argv)
+    args.rounds = max(1, args.rounds)
+    unknown = set(args.variants) - set(VARIANTS)
+    if unknown:
+        parser.error(f"unknown variants {sorted(unknown)}; expected some of {VARIANTS}")
+    if args.routes_scaling and "bare" not in args.variants:
+        args.variants.insert(0, "bare")
+    # Server on CPU 1; wrk and the receiver share CPU 0, so the server's core is its own.
+    args.server_cpu, args.client_cpu = ("1", "0") if args.pin else (None, None)
+    (args.out / "logs").mkdir(parents=True, exist_ok=True)
+    lua = args.out / "post.lua"
+    lua.write_text(LUA)
+
+    configs = [Config(fw, v, 10) for fw in args.frameworks for v in args.variants]
+    if args.routes_scaling:
+        configs += [Config(fw, v, 1000) for fw in args.frameworks for v in ROUTE_VARIANTS]
+    rng = random.Random(args.seed)
+    samples: list[Sample] = []
+    started = time.monotonic()
+    with receiver(args.client_cpu, args.out / "logs") as (rx, ports):
+        for rnd in range(1, args.rounds + 1):
+            order = configs[:]
+            rng.shuffle(order)  # a fresh order every round: no variant always follows the same neighbour
+            for i, cfg in enumerate(order, 1):
+                sample = run_one(cfg, rnd, args, ports, rx.pid, lua)
+                samples.append(sample)
+                print(
+                    f"[round {rnd}/{args.rounds} {i:2d}/{len(order)} {time.monotonic() - started:5.0f}s] "
+                    f"{cfg.key:<28} {sample.rps:8.0f} req/s  {sample.cpu_us_per_request:6.0f} µs CPU/req  "
+                    f"p99 {sample.p99_us / 1000:6.1f} ms  exported {sample.exported}"
+                    + (f"  ERRORS {sample.errors}" if sample.errors else ""),
+                    flush=True,
+                )
+    (args.out / "http.json").write_text(json.dumps([asdict(s) for s in samples], indent=1))
+    table, data = summarise(samples, args)
+    (args.out / "http.md").write_text(table + "\n")
+    (args.out / "http-summary.json").write_text(json.dumps(data, indent=1))
+    print()
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,529 @@
+"""Where obskit's per-request time goes: in-process ablations and cProfile of the benchmark apps.
+
+Run through ``bash benchmarks/run.sh`` (``ONLY=profile`` for this step alone), or
+``benchmarks/.venv/bin/python benchmarks/profile_obskit.py --out /tmp/profile``.
+
+Every configuration runs in a fresh child process (obskit.init() and OpenTelemetry's globals are per process)
+that imports the benchmark app and drives it directly: a WSGI call for Flask, an ASGI call on a uvloop loop for
+FastAPI, no server and no socket. So the figures are the app + instrumentation only, without HTTP parsing.
+Each child reports CPU µs per request, split into the request thread and the background threads (batch span
+processor, OTLP/gRPC export, metric reader). Ablations peel the full setup apart layer by layer; the
+differences between them are the cost of each layer. Then obskit full (and metrics-only, and the bare contrib
+middleware) run once more under py-spy, an out-of-process sampler that adds no per-call overhead: samples are
+grouped by component (the file of the innermost Python frame), with µs per request = share of the request
+thread's samples x the unprofiled request-thread time, and once more under cProfile for exact calls per
+request. (cProfile's and pyinstrument's own per-call overhead inflate call-heavy code 3-6x here, so their
+times are not used.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import json
+import os
+import pstats
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+BODY = b'{"instances": [[5.1, 3.5, 1.4, 0.2], [6.2, 2.9, 4.3, 1.3]]}'
+
+# name -> (VARIANT, extra env, description). "contrib_*" configurations instrument the bare app in the child.
+CONFIGS: dict[str, tuple[str, dict[str, str], str]] = {
+    "bare": ("bare", {}, "no instrumentation"),
+    "obskit_disabled": ("obskit_disabled", {"OTEL_SDK_DISABLED": "true"}, "obskit decorators, SDK disabled"),
+    "contrib_noop": ("bare", {}, "contrib instrumentor (stable semconv), no-op tracer and meter"),
+    "contrib_metrics": ("bare", {}, "contrib, no-op tracer, SDK meter (no reader export)"),
+    "contrib_traces": ("bare", {}, "contrib, SDK tracer (batch processor, null exporter), no-op meter"),
+    "contrib_both": ("bare", {}, "contrib, SDK tracer + SDK meter (exemplars trace_based)"),
+    "obskit_stages_only": (
+        "obskit_full",
+        {"OBSKIT_AUTO_INSTRUMENT": "false"},
+        "obskit.init() + 3 stage decorators, app not instrumented (stage spans are roots)",
+    ),
+    "obskit_metrics": ("obskit_metrics", {"OTEL_TRACES_EXPORTER": "none"}, "obskit metrics-only"),
+    "obskit_full_noexemplar": (
+        "obskit_full",
+        {"OTEL_METRICS_EXEMPLAR_FILTER": "always_off"},
+        "obskit full, exemplars off",
+    ),
+    "obskit_full": ("obskit_full", {}, "obskit full (OTLP/gRPC to the receiver)"),
+    "otel": ("otel", {}, "stock OpenTelemetry (contrib default semconv + 3 spans + 3 histograms)"),
+    "bare@1000": ("bare", {"ROUTES": "1000"}, "no instrumentation, 1,000 routes"),
+    "obskit_full@1000": ("obskit_full", {"ROUTES": "1000"}, "obskit full, 1,000 routes"),
+}
+PROFILED = ("bare", "contrib_noop", "obskit_metrics", "obskit_full")
+
+# Component buckets: first match on the innermost Python frame's file path wins.
+BUCKETS = [
+    ("OTLP exporter: protobuf encoding", ("exporter/otlp/proto/common", "google/protobuf", "opentelemetry/proto")),
+    ("OTLP exporter: gRPC", ("exporter/otlp/proto/grpc", "/grpc/")),
+    ("obskit stage decorators", ("obskit/_stages",)),
+    ("obskit guard (LabelGuard filter)", ("obskit/_guard", "obskit/metrics")),
+    ("obskit other", ("/obskit/",)),
+    ("contrib ASGI/WSGI middleware", ("instrumentation/asgi", "instrumentation/wsgi")),
+    ("contrib Flask/FastAPI instrumentor", ("instrumentation/flask", "instrumentation/fastapi")),
+    ("contrib shared helpers (_semconv, util.http, utils)", ("opentelemetry/instrumentation", "util/http")),
+    ("SDK metrics: exemplars", ("sdk/metrics/_internal/exemplar",)),
+    ("SDK metrics: record, aggregation", ("sdk/metrics",)),
+    ("SDK trace: spans, processor", ("sdk/trace", "sdk/util")),
+    ("OTel API: context, attributes, propagators", ("opentelemetry/",)),
+    ("wrapt", ("wrapt",)),
+    ("the app: model stages and handler", ("benchmarks/_benchapp", "benchmarks/app_")),
+    ("benchmark driver", ("benchmarks/profile_obskit",)),
+    ("framework (flask, werkzeug, starlette, fastapi, pydantic, json, uvloop)", ("",)),
+]
+# A standard-library leaf frame (contextvars, typing.cast, abc, a dataclass __init__ "<string>", random for
+# ids) is charged to its nearest caller outside the standard library: the component that asked for it.
+_STDLIB = (f"/lib/python{sys.version_info[0]}.{sys.version_info[1]}/",)
+# Background threads parked in these are idle, whatever py-spy thinks.
+_IDLE = ("threading.py", "queue.py", "selectors.py", "concurrent/futures/thread.py")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# child
+
+
+def _flask_driver(app: Any) -> Any:
+    base = {
+        "REQUEST_METHOD": "POST",
+        "SCRIPT_NAME": "",
+        "PATH_INFO": "/predict",
+        "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8000",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "CONTENT_TYPE": "application/json",
+        "CONTENT_LENGTH": str(len(BODY)),
+        "HTTP_HOST": "127.0.0.1:8000",
+        "HTTP_USER_AGENT": "wrk",
+        "REMOTE_ADDR": "127.0.0.1",
+        "REMOTE_PORT": "50000",
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+    }
+
+    def start_response(status: str, headers: Any, exc_info: Any = None) -> None:
+        if not status.startswith("200"):
+            raise RuntimeError(status)
+
+    def _drive_wsgi(n: int) -> None:
+        for _ in range(n):
+            environ = dict(base)
+            environ["wsgi.input"] = io.BytesIO(BODY)
+            result = app(environ, start_response)
+            for _chunk in result:
+                pass
+            if hasattr(result, "close"):
+                result.close()
+
+    return _drive_wsgi
+
+
+def _fastapi_driver(app: Any) -> Any:
+    headers = [
+        (b"host", b"127.0.0.1:8000"),
+        (b"user-agent", b"wrk"),
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(BODY)).encode()),
+    ]
+    message = {"type": "http.request", "body": BODY, "more_body": False}
+
+    async def receive() -> dict[str, Any]:
+        return message
+
+    async def send(msg: dict[str, Any]) -> None:
+        if msg["type"] == "http.response.start" and msg["status"] != 200:
+            raise RuntimeError(msg)
+
+    async def _drive_asgi(n: int) -> None:
+        for _ in range(n):
+            scope = {
+                "type": "http",
+                "asgi": {"version": "3.0", "spec_version": "2.4"},
+                "http_version": "1.1",
+                "server": ("127.0.0.1", 8000),
+                "client": ("127.0.0.1", 50000),
+                "scheme": "http",
+                "method": "POST",
+                "root_path": "",
+                "path": "/predict",
+                "raw_path": b"/predict",
+                "query_string": b"",
+                "headers": list(headers),
+                "state": {},
+            }
+            await app(scope, receive, send)
+
+    try:
+        import uvloop
+
+        loop = uvloop.new_event_loop()
+    except ImportError:
+        loop = asyncio.new_event_loop()
+
+    def run(n: int) -> None:
+        loop.run_until_complete(_drive_asgi(n))
+
+    return run
+
+
+def _instrument_contrib(framework: str, app: Any, config: str) -> None:
+    from opentelemetry.metrics import NoOpMeterProvider
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+    from opentelemetry.trace import NoOpTracerProvider
+
+    from obskit._integrations._http import force_stable_http_semconv
+
+    class Null(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    tracer_provider: Any = NoOpTracerProvider()
+    meter_provider: Any = NoOpMeterProvider()
+    if config in ("contrib_traces", "contrib_both"):
+        tracer_provider = TracerProvider()
+        tracer_provider.add_span_processor(BatchSpanProcessor(Null()))
+    if config in ("contrib_metrics", "contrib_both"):
+        meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    force_stable_http_semconv()  # as obskit does
+    if framework == "flask":
+        from opentelemetry.instrumentation.flask import FlaskInstrumentor
+
+        FlaskInstrumentor.instrument_app(app, tracer_provider=tracer_provider, meter_provider=meter_provider)
+    else:
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.instrument_app(
+            app, tracer_provider=tracer_provider, meter_provider=meter_provider, exclude_spans=["receive", "send"]
+        )
+
+
+def child(args: argparse.Namespace) -> int:
+    import threading
+
+    sys.path[:0] = [str(HERE), str(ROOT / "src")]
+    module = __import__("app_flask" if args.framework == "flask" else "app_fastapi")
+    app = module.app
+    if args.config.startswith("contrib_"):
+        _instrument_contrib(args.framework, app, args.config)
+    run = _flask_driver(app) if args.framework == "flask" else _fastapi_driver(app)
+    run(args.warmup)
+    profiler = None
+    if args.profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+    t0, p0, m0 = time.perf_counter(), time.process_time(), time.thread_time()
+    if profiler is not None:
+        profiler.enable()
+    run(args.requests)
+    if profiler is not None:
+        profiler.disable()
+    t1, p1, m1 = time.perf_counter(), time.process_time(), time.thread_time()
+    if profiler is not None:
+        profiler.dump_stats(args.profile)
+    n = args.requests
+    print(
+        json.dumps(
+            {
+                "wall_us": (t1 - t0) / n * 1e6,
+                "cpu_us": (p1 - p0) / n * 1e6,
+                "request_thread_us": (m1 - m0) / n * 1e6,
+                "background_us": ((p1 - p0) - (m1 - m0)) / n * 1e6,
+                "threads": threading.active_count(),
+            }
+        ),
+        flush=True,
+    )
+    with contextlib.suppress(Exception):
+        import obskit
+
+        obskit.shutdown(timeout=5)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# parent
+
+
+def spawn(
+    framework: str,
+    config: str,
+    args: argparse.Namespace,
+    ports: dict[str, int],
+    profile: Path | None = None,
+    profiler: str = "cprofile",
+) -> dict[str, float]:
+    """Run one child; ``profiler`` "cprofile" (in the child) or "py-spy" (sampling it from outside)."""
+    from bench_http import clean_env
+
+    variant, extra, _ = CONFIGS[config]
+    env = clean_env()
+    env.update(
+        VARIANT=variant,
+        PYTHONPATH=os.pathsep.join([str(HERE), str(ROOT / "src")]),
+        OTLP_ENDPOINT=f"127.0.0.1:{ports['grpc']}",
+        PYTHONDONTWRITEBYTECODE="1",
+    )
+    if variant.startswith("obskit"):
+        env.update(
+            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{ports['grpc']}",
+            OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
+            OTEL_TRACES_SAMPLER="always_on",
+        )
+    env.update(extra)
+    cmd = [
+        *(["taskset", "-c", "1"] if args.pin else []),
+        sys.executable,
+        str(Path(__file__)),
+        "--child",
+        "--framework",
+        framework,
+        "--config",
+        config,
+        "--requests",
+        str(args.requests),
+        "--warmup",
+        str(args.warmup),
+    ]
+    if profile is not None and profiler == "cprofile":
+        cmd += ["--profile", str(profile)]
+    elif profile is not None:
+        py_spy = Path(sys.executable).parent / "py-spy"
+        # --function: aggregate by a function's first line (as cProfile keys it); raw = collapsed stacks.
+        sampler = [str(py_spy), "record", "--rate", str(args.rate), "--function", "--full-filenames"]
+        cmd = [*sampler, "--format", "raw", "-o", str(profile), "--", *cmd]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=HERE)
+    if out.returncode != 0:
+        raise RuntimeError(f"{framework}/{config} failed:\n{out.stderr[-3000:]}")
+    for line in reversed(out.stdout.strip().splitlines()):
+        if line.startswith("{"):
+            return dict(json.loads(line))
+    raise RuntimeError(f"{framework}/{config}: no result:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
+
+
+def bucket_of(filename: str) -> str:
+    for name, needles in BUCKETS:
+        if any(needle in filename for needle in needles):
+            return name
+    return BUCKETS[-1][0]
+
+
+def _short(key: str) -> str:
+    path, _, rest = key.rpartition(":")
+    parts = Path(path).parts
+    return ("/".join(parts[-2:]) if len(parts) >= 2 else path) + ":" + rest
+
+
+def _instrumentation(key: str) -> bool:
+    return any(s in key for s in ("opentelemetry", "obskit", "wrapt"))
+
+
+def _parse_collapsed(path: Path) -> list[tuple[list[str], int]]:
+    """py-spy's raw output: one ``frame;frame;...;leaf count`` line per distinct stack; frames become
+    ``file:firstline(function)`` keys, as cProfile names them."""
+    samples = []
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        keys = []
+        for frame in stack.split(";"):
+            func, _, where = frame.partition(" (")
+            # py-spy gives qualified names (Class.method, f.<locals>.g); cProfile the bare code name.
+            keys.append(f"{where.rstrip(')')}({func.rpartition('.')[2]})")
+        samples.append((keys, int(count)))
+    return samples
+
+
+def analyse(
+    sampled: Path, cprof: Path | None, requests: int, request_thread_us: float, background_us: float, top: int
+) -> str:
+    """Components and top functions from py-spy's samples (scaled to unprofiled µs); calls from cProfile."""
+    samples = _parse_collapsed(sampled)
+    main = [(k, n) for k, n in samples if any(f.endswith(("(_drive_wsgi)", "(_drive_asgi)")) for f in k)]
+    background = [
+        (k, n)
+        for k, n in samples
+        if (k, n) not in main and any("threading.py" in f for f in k) and not any(idle in k[-1] for idle in _IDLE)
+    ]
+    main_total = sum(n for _, n in main) or 1
+    bg_total = sum(n for _, n in background) or 1
+    calls: dict[str, float] = {}
+    if cprof is not None:
+        for (filename, line, func), (_cc, nc, _tt, _ct, _callers) in pstats.Stats(str(cprof)).stats.items():  # type: ignore[attr-defined]
+            calls[f"{filename}:{line}({func})"] = nc / requests
+
+    def owner(keys: list[str]) -> str:
+        for key in reversed(keys):
+            path = key.rpartition(":")[0]
+            if not path.startswith("<") and ("site-packages" in path or not any(stdlib in path for stdlib in _STDLIB)):
+                return path
+        return keys[-1].rpartition(":")[0]
+
+    def components(group: list[tuple[list[str], int]]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for keys, n in group:
+            b = bucket_of(owner(keys))
+            out[b] = out.get(b, 0) + n
+        return out
+
+    lines = [
+        f"py-spy at {main_total} request-thread samples, scaled to {request_thread_us:.0f} µs/request "
+        f"(request thread, unprofiled) and {bg_total} background samples to {background_us:.0f} µs/request.",
+        "",
+        "| component (self time, request thread) | µs/request | share |",
+        "|---|---:|---:|",
+    ]
+    for name, n in sorted(components(main).items(), key=lambda kv: -kv[1]):
+        lines.append(f"| {name} | {n / main_total * request_thread_us:.1f} | {n / main_total:.0%} |")
+    if background and background_us >= 1:
+        lines += ["", "| component (self time, background threads) | µs/request | share |", "|---|---:|---:|"]
+        for name, n in sorted(components(background).items(), key=lambda kv: -kv[1]):
+            lines.append(f"| {name} | {n / bg_total * background_us:.1f} | {n / bg_total:.0%} |")
+
+    own: dict[str, int] = {}
+    cumulative: dict[str, int] = {}
+    for keys, n in main:
+        own[keys[-1]] = own.get(keys[-1], 0) + n
+        for key in set(keys):
+            cumulative[key] = cumulative.get(key, 0) + n
+
+    def us(n: int) -> float:
+        return n / main_total * request_thread_us
+
+    lines += [
+        "",
+        f"Top {top} instrumentation functions of the request thread by cumulative time "
+        "(calls/request from a cProfile run of the same configuration):",
+        "",
+        "| function | calls/req | cumulative µs/req | self µs/req |",
+        "|---|---:|---:|---:|",
+    ]
+    ranked = sorted(
+        (k for k in cumulative if _instrumentation(k) and "profile_obskit" not in k), key=lambda k: -cumulative[k]
+    )
+    for key in ranked[:top]:
+        n = calls.get(key)
+        lines.append(
+            f"| `{_short(key)}` | {'' if n is None else f'{n:.1f}'} | {us(cumulative[key]):.1f} | "
+            f"{us(own.get(key, 0)):.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def parent(args: argparse.Namespace) -> int:
+    sys.path.insert(0, str(HERE))
+    from bench_http import receiver
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    configs = [c for c in CONFIGS if not args.configs or c in args.configs]
+    results: dict[tuple[str, str], list[dict[str, float]]] = {}
+    report: list[str] = []
+    (args.out / "logs").mkdir(exist_ok=True)
+    with receiver("0" if args.pin else None, args.out / "logs") as (_rx, ports):
+        for rnd in range(args.rounds):
+            for framework in args.frameworks:
+                for config in configs:
+                    r = spawn(framework, config, args, ports)
+                    results.setdefault((framework, config), []).append(r)
+                    print(
+                        f"[round {rnd + 1}] {framework:<8} {config:<24} cpu {r['cpu_us']:7.1f} µs/req "
+                        f"(request thread {r['request_thread_us']:7.1f}, background {r['background_us']:6.1f})",
+                        flush=True,
+                    )
+        profiles: dict[tuple[str, str], tuple[Path, Path]] = {}
+        for framework in args.frameworks:
+            for config in PROFILED:
+                if config in configs:
+                    sampled = args.out / f"profile-{framework}-{config}.collapsed.txt"
+                    cprof = args.out / f"profile-{framework}-{config}.prof"
+                    sampled_args = argparse.Namespace(**{**vars(args), "requests": args.pyspy_requests})
+                    spawn(framework, config, sampled_args, ports, sampled, "py-spy")
+                    # cProfile only counts calls here: a few hundred requests are plenty.
+                    counted = argparse.Namespace(**{**vars(args), "requests": args.cprofile_requests})
+                    spawn(framework, config, counted, ports, cprof, "cprofile")
+                    profiles[(framework, config)] = (sampled, cprof)
+
+    def m(framework: str, config: str, key: str) -> float:
+        return statistics.median(r[key] for r in results[(framework, config)])
+
+    report += [
+        f"In-process, {args.requests} requests per child after {args.warmup} warm-up, median of {args.rounds} "
+        "rounds; CPU µs per request (request thread + background threads), no HTTP server.",
+        "",
+        "| configuration | "
+        + " | ".join(f"{fw} CPU µs/req | {fw} over bare | {fw} background" for fw in args.frameworks)
+        + " |",
+        "|---|" + "---:|---:|---:|" * len(args.frameworks),
+    ]
+    for config in configs:
+        cells = []
+        for fw in args.frameworks:
+            base = "bare@1000" if config.endswith("@1000") else "bare"
+            cpu = m(fw, config, "cpu_us")
+            over = cpu - m(fw, base, "cpu_us") if base in configs else float("nan")
+            cells.append(f"{cpu:.0f} | {over:+.0f} | {m(fw, config, 'background_us'):.0f}")
+        report.append(f"| {config}: {CONFIGS[config][2]} | " + " | ".join(cells) + " |")
+    for (framework, config), (sampled, cprof) in profiles.items():
+        report += [
+            "",
+            f"### Profile: {framework}, {config}",
+            "",
+            analyse(
+                sampled,
+                cprof,
+                args.cprofile_requests,
+                m(framework, config, "request_thread_us"),
+                m(framework, config, "background_us"),
+                args.top,
+            ),
+        ]
+    text = "\n".join(report)
+    (args.out / "profile.md").write_text(text + "\n")
+    (args.out / "profile.json").write_text(json.dumps({f"{fw}/{c}": v for (fw, c), v in results.items()}, indent=1))
+    print()
+    print(text)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    env = os.environ
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--framework", default="flask")
+    parser.add_argument("--config", default="obskit_full")
+    parser.add_argument("--profile", type=Path, default=None)
+    parser.add_argument("--requests", type=int, default=int(env.get("PROFILE_REQUESTS", "2000")))
+    parser.add_argument("--warmup", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=int(env.get("PROFILE_ROUNDS", "2")))
+    parser.add_argument("--cprofile-requests", type=int, default=500)
+    parser.add_argument("--pyspy-requests", type=int, default=5000)
+    parser.add_argument("--frameworks", nargs="+", default=env.get("FRAMEWORKS", "flask fastapi").split())
+    parser.add_argument("--configs", nargs="*", default=None)
+    parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--rate", type=int, default=2000, help="py-spy samples per second")
+    parser.add_argument("--pin", type=int, default=int(env.get("PIN", "1" if (os.cpu_count() or 1) >= 2 else "0")))
+    parser.add_argument("--out", type=Path, default=HERE / "results" / time.strftime("%Y%m%d-%H%M%S"))
+    args = parser.parse_args(argv)
+    return child(args) if args.child else parent(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

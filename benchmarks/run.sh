@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# The side-by-side overhead benchmark (benchmarks/README.md): HTTP throughput and server CPU per request of
+# every variant under wrk, the per-call micro-benchmarks, the routes-scaling run and the profiles.
+#
+#   bash benchmarks/run.sh                       # everything, ~15 minutes on 2 cores
+#   ROUNDS=5 DURATION=10 bash benchmarks/run.sh  # longer, steadier
+#   ONLY=http|micro|profile bash benchmarks/run.sh
+#
+# Knobs (env): ROUNDS (3), DURATION seconds per wrk run (5), WARMUP seconds (1), CONNECTIONS (8),
+# THREADS (1), FRAMEWORKS ("flask fastapi"), VARIANTS (all), PIN (1: server on CPU 1, wrk + receiver on
+# CPU 0), SEED (shuffle of the variant order inside a round), PROFILE_REQUESTS (3000).
+# Results go to benchmarks/results/<timestamp>/ (ignored by git); the tables are printed at the end.
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(dirname "$HERE")"
+cd "$ROOT"
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# wrk comes from Debian; prometheus too (the script installs what the test suite needs alongside).
+bash scripts/install-system-deps.sh --bench
+
+# A venv of its own, so the test venv stays lean: obskit editable plus the competitors and the profiler.
+VENV="$HERE/.venv"
+STAMP="$VENV/.installed"
+REQS=(
+    "-e" ".[all]"
+    "gunicorn>=22" "uvicorn[standard]>=0.30" "httpx>=0.27"
+    "ddtrace>=2.10" "prometheus-client>=0.20" "prometheus-flask-exporter>=0.23"
+    "prometheus-fastapi-instrumentator>=7" "py-spy>=0.3.14"
+)
+pip_install() {  # quiet unless it fails
+    local log
+    log="$(mktemp)"
+    if ! "$VENV/bin/python" -m pip install -q "$@" >"$log" 2>&1; then
+        grep -v "is ignored" "$log" >&2 || true
+        rm -f "$log"
+        return 1
+    fi
+    rm -f "$log"
+}
+if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ] || [ "$HERE/run.sh" -nt "$STAMP" ]; then
+    echo "setting up $VENV"
+    python3 -m venv "$VENV"
+    pip_install --upgrade pip
+    pip_install "${REQS[@]}"
+    touch "$STAMP"
+fi
+PY="$VENV/bin/python"
+
+OUT="${OUT:-$HERE/results/$(date +%Y%m%d-%H%M%S)}"
+mkdir -p "$OUT"
+export PYTHONPATH="$ROOT/src:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+ONLY="${ONLY:-all}"
+echo "results: $OUT"
+"$PY" -c 'import sys, platform; print("python", sys.version.split()[0], platform.machine())' | tee "$OUT/env.txt"
+"$PY" -m pip freeze 2>/dev/null | grep -i -E '^(opentelemetry|ddtrace|prometheus|flask|fastapi|starlette|uvicorn|gunicorn|wrapt)' >>"$OUT/env.txt" || true
+wrk --version 2>&1 | head -1 >>"$OUT/env.txt" || true
+# Which obskit was measured: the commit, and whether src/ had uncommitted changes at the time.
+echo "obskit $(git rev-parse --short HEAD 2>/dev/null || echo '?') ($(git status --porcelain src 2>/dev/null | wc -l) uncommitted paths in src/)" >>"$OUT/env.txt"
+echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) CPUs" >>"$OUT/env.txt"
+
+if [ "$ONLY" = all ] || [ "$ONLY" = micro ]; then
+    echo "== micro-benchmark: one decorated stage call (benchmarks/bench_stage.py)"
+    "$PY" "$HERE/bench_stage.py" --rounds "${MICRO_ROUNDS:-7}" | tee "$OUT/micro.txt"
+fi
+if [ "$ONLY" = all ] || [ "$ONLY" = http ]; then
+    echo "== HTTP: interleaved rounds of every variant under wrk (benchmarks/bench_http.py)"
+    "$PY" "$HERE/bench_http.py" --out "$OUT" | tee "$OUT/http.txt"
+fi
+if [ "$ONLY" = all ] || [ "$ONLY" = profile ]; then
+    echo "== profile: obskit full, in-process test client (benchmarks/profile_obskit.py)"
+    "$PY" "$HERE/profile_obskit.py" --out "$OUT" | tee "$OUT/profile.txt"
+fi
+echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/env.txt"
+
+# One file with everything, the source of the tables in benchmarks/README.md.
+{
+    echo "# obskit benchmark $(basename "$OUT")"
+    printf '\n```\n'; cat "$OUT/env.txt"; printf '```\n'
+    if [ -f "$OUT/micro.txt" ]; then printf '\n## Micro-benchmark (bench_stage.py)\n\n```\n'; cat "$OUT/micro.txt"; printf '```\n'; fi
+    if [ -f "$OUT/http.md" ]; then printf '\n## HTTP (bench_http.py)\n\n'; cat "$OUT/http.md"; fi
+    if [ -f "$OUT/profile.md" ]; then printf '\n## Profile (profile_obskit.py)\n\n'; cat "$OUT/profile.md"; fi
+} >"$OUT/summary.md"
+echo "summary: $OUT/summary.md"
