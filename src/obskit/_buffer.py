@@ -366,14 +366,14 @@ class ExportBuffer:
         return max(min(waits), 0.001) if waits else None
 
     def _take_locked(self, signal: str) -> _Flight:
-        queue = self._state[signal].queue
+        state = self._state[signal]
+        queue = state.queue
         batches = [queue.popleft()]
         total = len(batches[0].payload)
-        while (
-            queue
-            and len(batches) < _MAX_BATCHES_PER_REQUEST
-            and total + len(queue[0].payload) <= (self._max_request_bytes)
-        ):
+        # While the collector is failing, one batch probes it: a request in flight cannot be dropped, and a large
+        # one would leave the newest data to be dropped instead of the oldest.
+        limit = 1 if state.failures else _MAX_BATCHES_PER_REQUEST
+        while queue and len(batches) < limit and total + len(queue[0].payload) <= self._max_request_bytes:
             total += len(queue[0].payload)
             batches.append(queue.popleft())
         flight = _Flight(signal, batches, sum(b.items for b in batches), sum(b.size for b in batches))
@@ -428,10 +428,12 @@ class ExportBuffer:
             else:
                 state.dropped[reason] += flight.items
                 self._forget_locked(state, flight.items, flight.size)
-                log = self._rejected_log(signal, result.detail)
-            self._cond.notify_all()
-        if log is not None:
+                if reason == REASON_REJECTED:  # an internal error was logged where it happened
+                    log = self._rejected_log(signal, result.detail)
+        if log is not None:  # outside the lock; before waking flush() so that a caller sees it logged
             log()
+        with self._cond:
+            self._cond.notify_all()
 
     def _failing_log(self, signal: str, detail: str) -> Callable[[], None]:
         sender = self._senders[signal]

@@ -1,0 +1,488 @@
+"""The export buffer: retries, backoff, the memory bound, shutdown deadlines, fork, and exact accounting."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import obskit
+from obskit import _safety
+from obskit._buffer import (
+    BATCH_OVERHEAD_BYTES,
+    AccountedBatchSpanProcessor,
+    Backoff,
+    BufferedSpanExporter,
+    ExportBuffer,
+    SendResult,
+    TelemetryStats,
+    _span_payload,
+)
+from obskit.testing import OtlpReceiver
+
+SPANS = "spans"
+FAST = Backoff(initial=0.02, maximum=0.05)
+
+
+class FakeSender:
+    """A scripted sender: ``outcomes`` are consumed one per attempt (then success); every attempt is recorded."""
+
+    def __init__(self, *outcomes: SendResult | BaseException | Callable[[float], SendResult], timeout: float = 1.0):
+        self.timeout = timeout
+        self.outcomes = list(outcomes)
+        self.attempts: list[tuple[float, bytes, float]] = []
+        self.delivered: list[bytes] = []
+        self.closed = False
+        self.cond = threading.Condition()
+
+    def send(self, payload: bytes, timeout: float) -> SendResult:
+        with self.cond:
+            self.attempts.append((time.monotonic(), payload, timeout))
+            self.cond.notify_all()
+            outcome = self.outcomes.pop(0) if self.outcomes else SendResult.success()
+        if callable(outcome) and not isinstance(outcome, SendResult):
+            outcome = outcome(timeout)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        if outcome.ok:
+            with self.cond:
+                self.delivered.append(payload)
+                self.cond.notify_all()
+        return outcome
+
+    def wait_attempts(self, count: int, timeout: float = 5.0) -> None:
+        with self.cond:
+            if not self.cond.wait_for(lambda: len(self.attempts) >= count, timeout):
+                raise TimeoutError(f"{len(self.attempts)} attempts, expected {count}")
+
+    def describe(self) -> str:
+        return "fake://collector"
+
+    def close(self) -> None:
+        self.closed = True
+
+    def reset_after_fork(self) -> None:
+        self.attempts, self.delivered = [], []
+        self.cond = threading.Condition()
+
+
+@pytest.fixture
+def make_buffer() -> Iterator[Callable[..., ExportBuffer]]:
+    made: list[ExportBuffer] = []
+
+    def make(sender: FakeSender, *, max_bytes: int = 1 << 20, backoff: Backoff = FAST, **kwargs: Any) -> ExportBuffer:
+        buffer = ExportBuffer({SPANS: sender}, max_bytes=max_bytes, backoff=backoff, **kwargs)
+        made.append(buffer)
+        return buffer
+
+    yield make
+    for buffer in made:
+        buffer.shutdown(0.5)
+
+
+def _stats(buffer: ExportBuffer) -> TelemetryStats:
+    return buffer.stats()[SPANS]
+
+
+def _dropped(stats: TelemetryStats) -> dict[str, int]:
+    return {reason: n for reason, n in stats.dropped.items() if n}
+
+
+def test_batches_are_sent_once_and_accounted(make_buffer):
+    """Each buffered request is sent once; produced = exported, nothing buffered or dropped."""
+    sender = FakeSender()
+    buffer = make_buffer(sender)
+    buffer.put(SPANS, b"a" * 10, 3)
+    buffer.put(SPANS, b"b" * 10, 4)
+    assert buffer.flush(5)
+    assert b"".join(sender.delivered) == b"a" * 10 + b"b" * 10
+    stats = _stats(buffer)
+    assert (stats.produced, stats.exported, stats.buffered, stats.buffered_bytes) == (7, 7, 0, 0)
+    assert _dropped(stats) == {}
+    assert stats.balanced
+
+
+def test_retryable_failures_back_off_then_deliver_in_order(make_buffer):
+    """UNAVAILABLE three times: the same request is retried with growing waits, then delivered once, in order."""
+    sender = FakeSender(*(SendResult.retry("UNAVAILABLE") for _ in range(3)))
+    buffer = make_buffer(sender, backoff=Backoff(initial=0.04, maximum=1.0))
+    buffer.put(SPANS, b"first", 1)
+    sender.wait_attempts(1)
+    buffer.put(SPANS, b"second", 1)
+    sender.wait_attempts(4)
+    with sender.cond:
+        sender.cond.wait_for(lambda: sender.delivered, 5)
+    times = [t for t, _, _ in sender.attempts]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    # Failure n waits uniform(0.5, 1) x 0.04 x 2**(n-1): at least 0.02, 0.04, 0.08.
+    assert gaps[0] >= 0.02 * 0.9
+    assert gaps[1] >= 0.04 * 0.9
+    assert gaps[2] >= 0.08 * 0.9
+    # After failures one batch probes the collector; once it answers, the backlog goes merged, order kept.
+    assert buffer.flush(5)
+    assert sender.delivered == [b"first", b"second"]
+    assert _stats(buffer).exported == 2
+
+
+def test_collector_retry_hint_is_honoured_even_by_flush(make_buffer):
+    """A Retry-After / RetryInfo of 0.3 s delays the next attempt by 0.3 s; flush() does not cut it short."""
+    sender = FakeSender(SendResult.retry("HTTP 429", retry_after=0.3))
+    buffer = make_buffer(sender)
+    buffer.put(SPANS, b"x", 1)
+    sender.wait_attempts(1)
+    assert buffer.flush(3)
+    first, second = sender.attempts[0][0], sender.attempts[1][0]
+    assert second - first >= 0.3 * 0.95
+
+
+def test_non_retryable_answer_drops_the_batch_as_rejected(make_buffer, caplog):
+    """INVALID_ARGUMENT / HTTP 400: dropped at once, counted as rejected, logged once."""
+    sender = FakeSender(SendResult.reject("HTTP 400"), SendResult.reject("HTTP 400"))
+    buffer = make_buffer(sender)
+    buffer.put(SPANS, b"x", 5)
+    buffer.put(SPANS, b"y", 6)
+    assert buffer.flush(5)
+    stats = _stats(buffer)
+    assert _dropped(stats) == {"rejected": 11}
+    assert stats.exported == 0
+    assert stats.balanced
+    assert len([r for r in caplog.records if "rejected" in r.getMessage()]) == 1
+
+
+def test_partial_success_counts_the_refused_items(make_buffer):
+    """A partial success of 2 refused spans out of 5: 3 exported, 2 rejected."""
+    sender = FakeSender(SendResult.success(rejected=2, detail="2 spans too large"))
+    buffer = make_buffer(sender)
+    buffer.put(SPANS, b"x", 5)
+    assert buffer.flush(5)
+    stats = _stats(buffer)
+    assert (stats.exported, _dropped(stats)) == (3, {"rejected": 2})
+
+
+def test_oldest_data_is_dropped_past_the_bound(make_buffer):
+    """Past OBSKIT_EXPORT_BUFFER_BYTES the oldest requests go first; the request in flight is kept."""
+    release = threading.Event()
+
+    def parked(_timeout: float) -> SendResult:
+        release.wait(5)
+        return SendResult.retry("UNAVAILABLE")
+
+    sender = FakeSender(parked)
+    size = 1000
+    buffer = make_buffer(sender, max_bytes=10 * (size + BATCH_OVERHEAD_BYTES))
+    buffer.put(SPANS, b"%04d" % 0 + b"." * (size - 4), 1)
+    sender.wait_attempts(1)  # request 0 is in flight
+    for i in range(1, 30):
+        buffer.put(SPANS, b"%04d" % i + b"." * (size - 4), 1)
+        assert buffer.used_bytes <= buffer.max_bytes
+    stats = _stats(buffer)
+    assert stats.buffered == 10
+    assert _dropped(stats) == {"buffer_full": 20}
+    release.set()
+    assert buffer.flush(5)
+    delivered = b"".join(sender.delivered)
+    ids = [int(delivered[i : i + 4]) for i in range(0, len(delivered), size)]
+    assert ids == [0, *range(21, 30)]
+    stats = _stats(buffer)
+    assert (stats.produced, stats.exported, stats.buffered) == (30, 10, 0)
+    assert stats.balanced
+
+
+def test_a_sender_that_raises_is_counted_and_the_thread_keeps_going(make_buffer, caplog):
+    """A bug in a sender: that batch is dropped as 'error', counted and logged once; later batches still go."""
+    before = _safety.internal_error_count()
+    sender = FakeSender(RuntimeError("boom"))
+    buffer = make_buffer(sender)
+    buffer.put(SPANS, b"x", 2)
+    sender.wait_attempts(1)
+    buffer.put(SPANS, b"y", 3)
+    assert buffer.flush(5)
+    stats = _stats(buffer)
+    assert (stats.exported, _dropped(stats)) == (3, {"error": 2})
+    assert _safety.internal_error_count() == before + 1
+    assert [r.getMessage() for r in caplog.records if "internal error" in r.getMessage()] == [
+        "obskit internal error in export spans: RuntimeError (further ones are counted, not logged)"
+    ]
+
+
+def test_shutdown_is_bounded_against_a_black_hole(make_buffer):
+    """A collector that never answers: shutdown(0.5) returns within its deadline and counts what is left."""
+    hole = threading.Event()
+
+    def black_hole(timeout: float) -> SendResult:
+        hole.wait(timeout)
+        return SendResult.retry("DEADLINE_EXCEEDED")
+
+    sender = FakeSender(*(black_hole for _ in range(100)), timeout=30.0)
+    buffer = make_buffer(sender)
+    buffer.put(SPANS, b"x", 4)
+    sender.wait_attempts(1)
+    buffer.put(SPANS, b"y", 5)
+    started = time.monotonic()
+    assert buffer.shutdown(0.5) is False
+    elapsed = time.monotonic() - started
+    assert 0.4 <= elapsed < 1.0
+    buffer.put(SPANS, b"late", 7)
+    stats = _stats(buffer)
+    assert (stats.exported, stats.buffered, _dropped(stats)) == (0, 0, {"shutdown": 16})
+    assert stats.balanced
+    assert sender.closed
+    hole.set()
+
+
+def test_shutdown_drains_a_healthy_collector(make_buffer):
+    """With the collector up, shutdown() sends everything and returns True."""
+    sender = FakeSender()
+    buffer = make_buffer(sender)
+    for i in range(20):
+        buffer.put(SPANS, b"%d" % i, 1)
+    assert buffer.shutdown(5) is True
+    assert _stats(buffer).exported == 20
+
+
+def test_shutdown_gives_up_early_when_the_collector_asks_for_longer(make_buffer):
+    """A Retry-After beyond the deadline: shutdown does not wait it out, it drops and returns."""
+    sender = FakeSender(SendResult.retry("HTTP 503", retry_after=60))
+    buffer = make_buffer(sender)
+    buffer.put(SPANS, b"x", 1)
+    sender.wait_attempts(1)
+    started = time.monotonic()
+    assert buffer.shutdown(3) is False
+    assert time.monotonic() - started < 1.0
+
+
+def _spans(n: int, prefix: str = "s") -> list[Any]:
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("t")
+    for i in range(n):
+        tracer.start_span(f"{prefix}{i}").end()
+    return list(memory.get_finished_spans())
+
+
+def test_a_backlog_is_merged_into_few_valid_requests(make_buffer):
+    """50 buffered batches: once a probe batch gets through, the other 49 go as one request; all spans, in order."""
+    sender = FakeSender(SendResult.retry("UNAVAILABLE"), timeout=1.0)
+    buffer = make_buffer(sender, backoff=Backoff(initial=0.5, maximum=0.5))
+    spans = _spans(100)
+    buffer.put(SPANS, _span_payload(spans[:2]), 2)
+    sender.wait_attempts(1)
+    for i in range(2, 100, 2):
+        buffer.put(SPANS, _span_payload(spans[i : i + 2]), 2)
+    assert buffer.flush(5)
+    assert len(sender.delivered) == 2
+    request = ExportTraceServiceRequest.FromString(b"".join(sender.delivered))
+    names = [s.name for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    assert names == [f"s{i}" for i in range(100)]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_starts_empty_and_sends_only_its_own(make_buffer):
+    """After fork the child has its own empty buffer and sender thread; the parent's data is sent once, by it."""
+    gate = threading.Event()
+
+    def parked(_timeout: float) -> SendResult:
+        gate.wait(5)
+        return SendResult.retry("UNAVAILABLE")
+
+    sender = FakeSender(parked)
+    buffer = make_buffer(sender)
+    buffer.put(SPANS, b"parent", 1)
+    sender.wait_attempts(1)
+    read_end, write_end = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # "multi-threaded process": fork is what we test
+        pid = os.fork()
+    if pid == 0:  # the child: report and leave without running the parent's exit handlers
+        try:
+            before = _stats(buffer)
+            sender.outcomes = []
+            buffer.put(SPANS, b"child", 1)
+            flushed = buffer.flush(5)
+            report = {
+                "before": [before.produced, before.buffered],
+                "flushed": flushed,
+                "delivered": [p.decode() for p in sender.delivered],
+                "after": [_stats(buffer).produced, _stats(buffer).exported],
+            }
+            os.write(write_end, json.dumps(report).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        report = json.loads(pipe.read())
+    os.waitpid(pid, 0)
+    assert report == {"before": [0, 0], "flushed": True, "delivered": ["child"], "after": [1, 1]}
+    gate.set()
+    assert buffer.flush(5)
+    assert sender.delivered == [b"parent"]
+
+
+def test_sdk_queue_overflow_is_counted_exactly(make_buffer):
+    """The SDK processor's own queue (10) overflows while its worker is busy: 20 of 30 spans are queue_full."""
+    sender = FakeSender()
+    buffer = make_buffer(sender)
+    processor = AccountedBatchSpanProcessor(
+        BufferedSpanExporter(buffer), max_queue_size=10, max_export_batch_size=10, schedule_delay_millis=60_000
+    )
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("t")
+    with processor._batch_processor._export_lock:  # the worker is "busy exporting"
+        for i in range(30):
+            tracer.start_span(f"s{i}").end()
+        blocked = threading.Thread(target=lambda: stats_while_blocked.append(_stats(buffer)))
+        stats_while_blocked: list[TelemetryStats] = []
+        blocked.start()
+        blocked.join(0.2)
+        assert blocked.is_alive(), "a snapshot waits for the batch in hand to reach the buffer"
+    blocked.join(5)
+    [snapshot] = stats_while_blocked
+    assert snapshot.produced == 30
+    assert snapshot.dropped["queue_full"] == 20
+    assert snapshot.balanced
+    provider.force_flush()
+    assert buffer.flush(5)
+    stats = _stats(buffer)
+    assert (stats.produced, stats.exported, stats.buffered, _dropped(stats)) == (30, 10, 0, {"queue_full": 20})
+    names = [
+        s.name
+        for payload in sender.delivered
+        for rs in ExportTraceServiceRequest.FromString(payload).resource_spans
+        for ss in rs.scope_spans
+        for s in ss.spans
+    ]
+    assert names == [f"s{i}" for i in range(20, 30)], "the SDK queue also drops its oldest"
+    provider.shutdown()
+    tracer.start_span("after shutdown").end()
+    buffer.shutdown(1)
+    stats = _stats(buffer)
+    assert stats.produced == 31
+    assert stats.dropped["shutdown"] == 1
+    assert stats.balanced
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Through obskit.init() against a real receiver.
+
+
+@pytest.fixture(params=["grpc", "http/protobuf"])
+def protocol(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def rx() -> Iterator[OtlpReceiver]:
+    with OtlpReceiver() as receiver:
+        yield receiver
+
+
+def _endpoint(rx: OtlpReceiver, protocol: str) -> str:
+    return rx.grpc_endpoint if protocol == "grpc" else rx.http_endpoint
+
+
+def test_collector_outage_loses_nothing_and_accounts_exactly(rx: OtlpReceiver, protocol: str):
+    """Collector down: spans, logs and metric points wait; back up: all arrive once, and the books balance."""
+    import logging
+
+    handle = obskit.init(endpoint=_endpoint(rx, protocol), protocol=protocol, system_metrics=False)
+    rx.stop()
+    tracer = trace.get_tracer("t")
+    for i in range(300):
+        with tracer.start_as_current_span("outage", attributes={"i": i}):
+            if i % 50 == 0:
+                logging.getLogger("app.outage").warning("request %d", i)
+    assert not handle.force_flush(0.3)
+    stats = handle.telemetry_stats()
+    assert (stats["spans"].produced, stats["spans"].buffered, stats["spans"].exported) == (300, 300, 0)
+    assert stats["logs"].buffered == 6
+    assert stats["metric_points"].buffered == stats["metric_points"].produced > 0
+    assert all(s.balanced for s in stats.values())
+
+    rx.start()
+    assert handle.force_flush(10)
+    stats = handle.telemetry_stats()
+    assert len(rx.spans("outage")) == 300
+    assert sorted(s.attributes["i"] for s in rx.spans("outage")) == list(range(300))
+    assert stats["spans"].exported == 300
+    assert stats["logs"].exported == len(rx.logs()) == 6
+    assert stats["metric_points"].exported == len(rx.metric_points())
+    for signal_stats in stats.values():
+        assert signal_stats.buffered == 0
+        assert signal_stats.dropped_total == 0
+        assert signal_stats.balanced
+    # The same books, as obskit's own metrics (collected on the next export).
+    assert handle.force_flush(5)
+    exported = rx.wait_for_metric("obskit.telemetry.exported", attributes={"obskit.signal": "spans"}, timeout=5)
+    assert exported.value == 300
+    assert exported.unit == "{item}"
+    assert handle.shutdown(5)
+
+
+def test_buffer_bound_drops_the_oldest_spans(rx: OtlpReceiver):
+    """A 1 MiB buffer and a long outage: the newest spans survive, every drop is counted, the books balance."""
+    handle = obskit.init(
+        endpoint=rx.grpc_endpoint,
+        system_metrics=False,
+        export_buffer_bytes="1MiB",
+        logs_exporter="none",
+    )
+    assert handle.tracer_provider is not None
+    rx.stop()
+    tracer = trace.get_tracer("t")
+    padding = "p" * 300
+    total = 8000
+    for i in range(total):
+        tracer.start_span("bounded", attributes={"i": i, "pad": padding}).end()
+        if i % 1000 == 999:
+            handle.tracer_provider.force_flush()  # hand the SDK queue to the buffer (no network involved)
+    handle.tracer_provider.force_flush()
+    stats = handle.telemetry_stats()["spans"]
+    assert stats.produced == total
+    assert stats.dropped["buffer_full"] > 0
+    assert stats.buffered_bytes <= 1024 * 1024
+    assert stats.balanced
+    rx.start()
+    assert handle.force_flush(15)
+    stats = handle.telemetry_stats()["spans"]
+    received = sorted(s.attributes["i"] for s in rx.spans("bounded"))
+    assert len(received) == stats.exported
+    assert stats.exported + stats.dropped["buffer_full"] == total
+    assert stats.dropped_total == stats.dropped["buffer_full"]
+    # The newest spans all arrived; of the older ones, at most the one request that was in flight.
+    newest = [i for i in received if i >= total - (stats.exported - 512)]
+    assert newest == list(range(total - (stats.exported - 512), total))
+    assert received[-1] == total - 1
+    handle.force_flush(5)
+    dropped = rx.wait_for_metric(
+        "obskit.telemetry.dropped", attributes={"obskit.signal": "spans", "obskit.reason": "buffer_full"}, timeout=5
+    )
+    assert dropped.value == stats.dropped["buffer_full"]
+    assert handle.shutdown(5)
+
+
+def test_shutdown_with_the_collector_down_is_bounded_and_counted(rx: OtlpReceiver):
+    """shutdown(0.5) with nothing listening returns in time; the spans it could not send are 'shutdown' drops."""
+    handle = obskit.init(endpoint=rx.grpc_endpoint, system_metrics=False, timeout=30)
+    rx.stop()
+    for _ in range(10):
+        trace.get_tracer("t").start_span("lost").end()
+    started = time.monotonic()
+    assert handle.shutdown(timeout=0.5) is False
+    assert time.monotonic() - started < 0.7
+    stats = handle.telemetry_stats()["spans"]
+    assert (stats.produced, stats.dropped["shutdown"], stats.buffered) == (10, 10, 0)
+    assert handle.shutdown() is True  # idempotent: nothing is shut down twice
