@@ -217,6 +217,7 @@ def init(**kwargs: Any) -> Handle:
             return _handle
         _handle = _build(settings, kwargs)
         _install_process_hooks()
+        _http.set_stop_hook(_handle.force_flush)
         return _handle
 
 
@@ -366,6 +367,7 @@ def _build(settings: Settings, arguments: Mapping[str, Any], capture: Any = None
     def detach() -> None:
         _integrations.unconfigure()
         _http.configure_capture()
+        _http.set_stop_hook(None)
         _stages.unbind()
         _guard.install(None)
         if handler is not None:
@@ -524,18 +526,33 @@ def _install_process_hooks() -> None:
     _hooks_installed = True
     atexit.register(_at_exit)
     if hasattr(os, "register_at_fork"):
-        os.register_at_fork(after_in_child=_after_fork_in_child)
+        os.register_at_fork(after_in_child=_after_fork_in_child, after_in_parent=_after_fork_in_parent)
+
+
+# A pre-fork master (gunicorn --preload) exits only after its workers, each of which had the whole
+# OBSKIT_SHUTDOWN_TIMEOUT for its own flush: the master's own last export (its process metrics) gets at most this
+# long, so that stopping the server does not take two deadlines.
+_MASTER_EXIT_BUDGET = 1.0
+_forked_workers = False
 
 
 def _at_exit() -> None:
     handle = _handle
     if handle is not None and handle.enabled:
-        handle.shutdown()
+        timeout = min(handle.settings.shutdown_timeout, _MASTER_EXIT_BUDGET) if _forked_workers else None
+        handle.shutdown(timeout)
+
+
+def _after_fork_in_parent() -> None:
+    global _forked_workers
+    _forked_workers = True
 
 
 def _after_fork_in_child() -> None:
     # gunicorn --preload forks workers from a master that ran init(): each worker needs its own identity. The
     # SDK's batch processors and periodic reader restart their threads and drop the master's queue themselves.
+    global _forked_workers
+    _forked_workers = False
     handle = _handle
     if handle is None or handle.resource is None:
         return

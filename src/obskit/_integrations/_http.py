@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+import signal
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
@@ -225,3 +227,45 @@ def header_capture_options() -> dict[str, Any]:
         "http_capture_headers_server_response": headers or None,
         "http_capture_headers_sanitize_fields": sanitize,
     }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Flushing when a signal ends the server. uvicorn (alone, with --workers, or as gunicorn's UvicornWorker) handles
+# SIGTERM by shutting down gracefully and then re-raising the signal with the default action: the process dies
+# without running exit handlers, so obskit's at-exit shutdown never runs. The app's lifespan shutdown comes after
+# the last request has completed and before that re-raise: obskit flushes there, but only when a termination
+# signal was seen (a test client leaving its `with` block must not wait on a flush).
+
+_stop_hook: Callable[[], object] | None = None
+_terminating = threading.Event()
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def set_stop_hook(hook: Callable[[], object] | None) -> None:
+    """What to run at a lifespan shutdown caused by SIGTERM/SIGINT (``init()`` sets a bounded flush)."""
+    global _stop_hook
+    _stop_hook = hook
+
+
+def watch_termination() -> None:
+    """Note a SIGTERM/SIGINT, chained in front of the server's own handler (main thread only; no-op otherwise)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in _SIGNALS:
+        previous = signal.getsignal(signum)
+        if not callable(previous) or getattr(previous, "_obskit_chained", False):
+            continue  # default/ignored: leave the process's behaviour alone
+
+        def chained(number: int, frame: Any, previous: Callable[[int, Any], Any] = previous) -> Any:
+            _terminating.set()
+            return previous(number, frame)
+
+        chained._obskit_chained = True  # type: ignore[attr-defined]
+        signal.signal(signum, chained)
+
+
+def server_stopping() -> None:
+    """The app's lifespan is shutting down: flush if a termination signal is what stops it."""
+    hook = _stop_hook
+    if hook is not None and _terminating.is_set():
+        hook()

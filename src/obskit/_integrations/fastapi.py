@@ -5,7 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from ..exceptions import IntegrationUnavailable
-from ._http import contrib_excluded_urls, force_stable_http_semconv, header_capture_options
+from ._http import (
+    contrib_excluded_urls,
+    force_stable_http_semconv,
+    header_capture_options,
+    server_stopping,
+    watch_termination,
+)
 
 HINT = "pip install 'obskit[fastapi]'"
 
@@ -34,6 +40,35 @@ def instrument(app: Any, tracer_provider: Any, meter_provider: Any, excluded_url
         # OBSKIT_CAPTURE_HEADERS, with Authorization, Cookie, API keys and tokens always redacted.
         **header_capture_options(),
     )
+    _flush_at_signalled_shutdown(app)
+
+
+def _flush_at_signalled_shutdown(app: Any) -> None:
+    """Wrap the app's lifespan (the default one or the user's): after its shutdown, flush if SIGTERM/SIGINT came."""
+    import contextlib
+
+    router = app.router
+    original = router.lifespan_context
+    if getattr(original, "_obskit", False):
+        return
+
+    @contextlib.asynccontextmanager
+    async def lifespan(asgi_app: Any) -> Any:
+        with _swallowed():
+            watch_termination()  # in the lifespan, so after the server installed its own handlers
+        async with original(asgi_app) as state:
+            yield state
+        with _swallowed():
+            server_stopping()
+
+    lifespan._obskit = True  # type: ignore[attr-defined]
+    router.lifespan_context = lifespan
+
+
+def _swallowed() -> Any:
+    from .._safety import swallow_errors
+
+    return swallow_errors("fastapi lifespan")
 
 
 def patch_class(hook: Any) -> None:
