@@ -165,11 +165,19 @@ def scrub_attributes(attributes: Mapping[str, Any], *, keep_query: bool) -> dict
     return changes
 
 
+_KEYS_OF_INTEREST: Final = _URL_KEYS | {_QUERY_KEY}
+
+
 def _scrub(span: Any, keep_query: bool) -> None:
     attributes = getattr(span, "_attributes", None)
     if not attributes:
         return
-    changes = scrub_attributes(attributes, keep_query=keep_query)
+    # Fast path (every span, twice): C-level checks over a snapshot of the SDK's key storage, no lock taken.
+    raw = getattr(attributes, "_dict", None)
+    keys = tuple(raw) if isinstance(raw, dict) else tuple(attributes)
+    if _KEYS_OF_INTEREST.isdisjoint(keys) and ".header." not in "|".join(keys):
+        return
+    changes = scrub_attributes(raw.copy() if isinstance(raw, dict) else attributes, keep_query=keep_query)
     if not changes:
         return
     # At _on_ending the SDK has already frozen the attributes (the span is about to become a ReadableSpan); the
