@@ -103,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--duration", type=float, default=0.0, help="seconds to run; 0 (default) until Ctrl-C")
     args = parser.parse_args(argv)
+    # Ctrl-C must stop the demo even if it was started with SIGINT ignored (as a background job of a script).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     grpc_port, http_port, app_port = free_port(), free_port(), free_port()
     app_url = f"http://127.0.0.1:{app_port}"

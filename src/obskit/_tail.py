@@ -157,6 +157,8 @@ def run(args: argparse.Namespace) -> int:
 def _on_sigterm(stop: threading.Event) -> Any:
     if threading.current_thread() is not threading.main_thread():
         return None
+    # Ctrl-C must work even when SIGINT was ignored by whoever started us (a background job of a script).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     return signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
 
 
