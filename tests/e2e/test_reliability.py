@@ -386,37 +386,45 @@ def test_workers_recycled_by_max_requests_lose_nothing(rx: OtlpReceiver, app: st
 @pytest.mark.skipif(not _LONG, reason="set OBSKIT_LONG_SCENARIOS=1 (about 1 min)")
 def test_thirty_second_restart_at_100_rps_loses_nothing(rx: OtlpReceiver, protocol: str):
     """100 requests/s for 45 s with the collector down for 30 s of it: every span arrives, latency unchanged."""
+    import threading
+
     rate, before_s, outage_s, after_s = 100, 5.0, 30.0, 10.0
     port = free_port()
     env = _env(rx, protocol, OTEL_BSP_SCHEDULE_DELAY="1000", OTEL_METRIC_EXPORT_INTERVAL="5000")
     with serve(uvicorn(APP, port), port, env) as srv, srv.client() as client:
-        _load(client, 50)
+        warm_up = len(_load(client, 50))
 
-        def paced(seconds: float) -> list[float]:
-            latencies: list[float] = []
+        def paced(seconds: float, into: list[float]) -> None:
             start = time.monotonic()
             for i in range(int(seconds * rate)):
                 delay = start + i / rate - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)  # pacing the load, not synchronising on telemetry
-                latencies.extend(_load(client, 1))
-            return latencies
+                into.extend(_load(client, 1))
 
-        before = paced(before_s)
+        before: list[float] = []
+        during: list[float] = []
+        after: list[float] = []
+        paced(before_s, before)
         rx.stop()
-        during = paced(outage_s)
-        peak = _stats(client)["spans"]
+        paced(outage_s, during)
+        peak = _stats(client)
+        backlog = warm_up + len(before) + len(during)
         rx.start()
         returned = time.monotonic()
-        after = paced(after_s)
-        total = 50 + len(before) + len(during) + len(after)
-        rx.wait_for_spans(total, name=PREDICT, timeout=60)
+        load = threading.Thread(target=paced, args=(after_s, after))
+        load.start()  # the load goes on while the backlog drains
+        rx.wait_for_spans(backlog, name=PREDICT, timeout=60)
         drained_s = time.monotonic() - returned
+        load.join()
+        total = backlog + len(after)
+        rx.wait_for_spans(total, name=PREDICT, timeout=60)
         stats = _wait_settled(client, timeout=60)
         _assert_books(stats, rx)
         shutdown_s = _terminate(srv)
     assert len(rx.spans(PREDICT)) == total
     _assert_unaffected(during, before, "30 s outage")
+    _assert_unaffected(after, before, "backlog draining")
     _report(
         "thirty-second-restart",
         protocol=protocol,
@@ -426,12 +434,14 @@ def test_thirty_second_restart_at_100_rps_loses_nothing(rx: OtlpReceiver, protoc
         spans_produced=stats["spans"]["produced"],
         spans_exported=stats["spans"]["exported"],
         spans_dropped=sum(stats["spans"]["dropped"].values()),
+        logs_exported=stats["logs"]["exported"],
         metric_points_exported=stats["metric_points"]["exported"],
-        metric_points_dropped=sum(stats["metric_points"]["dropped"].values()),
-        spans_buffered_at_peak=peak["buffered"],
+        dropped_any_signal=sum(sum(s["dropped"].values()) for s in stats.values()),
+        buffered_at_peak={name: s["buffered"] for name, s in peak.items()},
+        buffered_bytes_at_peak=sum(s["buffered_bytes"] for s in peak.values()),
         latency_before=_ms(before),
         latency_during=_ms(during),
-        latency_after=_ms(after),
-        all_delivered_after_return_s=round(drained_s, 2),
+        latency_while_draining=_ms(after),
+        backlog_delivered_after_return_s=round(drained_s, 2),
         shutdown_s=round(shutdown_s, 2),
     )

@@ -39,6 +39,7 @@ def stats() -> dict[str, dict[str, object]]:
             "exported": s.exported,
             "dropped": dict(s.dropped),
             "buffered": s.buffered,
+            "buffered_bytes": s.buffered_bytes,
             "balanced": s.balanced,
         }
         for signal, s in handle.telemetry_stats().items()
