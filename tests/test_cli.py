@@ -138,7 +138,7 @@ def test_check_mixed_signals_exit_1_when_one_fails(receiver: OtlpReceiver):
     )
     assert done.returncode == 1
     assert row(done.stdout, "traces")[4] == "reachable"
-    assert row(done.stdout, "metrics")[1:5] == ["console", "-", "-", "not sent"]
+    assert row(done.stdout, "metrics")[1:7] == ["console", "-", "-", "not sent", "-", "written to the app's stdout"]
     assert row(done.stdout, "logs")[3:5] == [f"http://127.0.0.1:{port}", "unreachable"]
     assert "1 of 3 endpoint checks failed." in done.stdout
 

@@ -20,7 +20,16 @@ import pytest
 
 from e2e._servers import ROOT, free_port, serve, telemetry_env, uvicorn
 from obskit._receiver import ReceivedLog, ReceivedMetricPoint, ReceivedSpan
-from obskit._tail import RedTable, TraceAssembler, histogram_quantile, json_record, log_line, red_table, trace_tree
+from obskit._tail import (
+    RedRow,
+    RedTable,
+    TraceAssembler,
+    histogram_quantile,
+    json_record,
+    log_line,
+    red_table,
+    trace_tree,
+)
 
 APP = "examples.fastapi_app:app"
 S = 1_000_000_000  # one second in nanoseconds
@@ -108,7 +117,7 @@ def test_red_table_baseline_restart_and_delta_temporality():
     red = RedTable(window_s=60, started_ns=T0)
     old = T0 - 3600 * S
     red.add(http_point(1000, (1000, 0, 0, 0), time_ns=T0 + 1 * S, start_ns=old))  # before tail: baseline
-    assert red.rows() == []
+    assert red.rows() == [RedRow("http", "POST /predict", 0, 0.0, None, (None, None, None))]
     red.add(http_point(1003, (1003, 0, 0, 0), time_ns=T0 + 2 * S, start_ns=old))  # +3
     red.add(http_point(2, (2, 0, 0, 0), time_ns=T0 + 3 * S, start_ns=T0 + 2 * S))  # process restarted: +2
     red.add(http_point(5, (5, 0, 0, 0), time_ns=T0 + 3 * S, temporality="DELTA", instance="b", start_ns=T0 + 2 * S))
@@ -135,6 +144,11 @@ def test_red_table_window_and_model_stages():
         ("model", "inference iris", 4),
     ]
     assert rows[1].error_ratio == pytest.approx(0.25)
+    # The route stays idle: its repeated cumulative totals move the window on until its last delta leaves it.
+    red.add(http_point(6, (6, 0, 0, 0), time_ns=T0 + 35 * S))
+    assert red.rows()[0].rate == pytest.approx(1 / 10)  # one request in the 10 s window
+    red.add(http_point(6, (6, 0, 0, 0), time_ns=T0 + 41 * S))
+    assert (red.rows()[0].requests, red.rows()[0].rate, red.rows()[0].quantiles) == (0, 0.0, (None, None, None))
     text = render(red_table(rows, 10))
     assert re.search(r"^\s*POST /predict\s+1\s+\S+\s+0\.0%\s+50ms\s+95ms\s+99ms\s*$", text, re.M), text
     assert re.search(r"^\s*inference iris\s+4\s+\S+\s+25\.0%\s+\S+ms\s+\S+ms\s+\S+ms\s*$", text, re.M), text

@@ -311,8 +311,13 @@ def _with(base: ProbeResult, **changes: Any) -> ProbeResult:
 
 def _base_result(settings: Settings, signal: str) -> ProbeResult:
     kind = str(settings.values[_EXPORTER_SETTING[signal]])
+    if kind == "prometheus":
+        where = f"http://{settings.prometheus_host}:{settings.prometheus_port}/metrics"
+        return ProbeResult(signal, kind, "-", where, None, error="a pull endpoint in the app: nothing to send")
     if kind != "otlp":
-        return ProbeResult(signal, kind, "-", "-", None)
+        return ProbeResult(
+            signal, kind, "-", "-", None, error="written to the app's stdout" if kind == "console" else ""
+        )
     endpoint = display_value("endpoint", settings.endpoint_for(signal))
     return ProbeResult(signal, kind, settings.protocol_for(signal), str(endpoint), None)
 
@@ -357,7 +362,7 @@ def results_table(results: list[ProbeResult]) -> Any:
     table = Table(title="OTLP endpoints", title_justify="left")
     for column in ("signal", "exporter", "protocol", "endpoint", "result", "time"):
         table.add_column(column, no_wrap=True)
-    table.add_column("error", overflow="fold")
+    table.add_column("detail", overflow="fold")
     for r in results:
         if r.reachable is None:
             outcome = "not sent" if r.exporter != "none" else "disabled"

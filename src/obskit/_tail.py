@@ -213,6 +213,7 @@ class RedRow:
 @dataclass
 class _Group:
     deltas: deque[_Delta] = field(default_factory=deque)
+    latest_ns: int = 0  # time of the newest point of any series, with or without new observations
 
 
 class RedTable:
@@ -243,16 +244,18 @@ class RedTable:
         else:
             return
         delta = self._delta(point)
-        if delta is None or delta.count <= 0:
-            return
-        if error:
-            delta = dataclasses.replace(delta, errors=delta.count)
         group = self._groups.setdefault(key, _Group())
-        group.deltas.append(delta)
-        latest = max(d.end_ns for d in group.deltas)
-        while group.deltas and group.deltas[0].end_ns < latest - self.window_ns:
+        if group.latest_ns == 0:
+            self.version += 1  # a new row
+        # Points keep coming for an idle route (cumulative export repeats the totals): they move its window on,
+        # so old observations leave it even when nothing new arrives.
+        group.latest_ns = max(group.latest_ns, point.time_unix_nano)
+        if delta is not None and delta.count > 0:
+            group.deltas.append(dataclasses.replace(delta, errors=delta.count) if error else delta)
+            self.version += 1
+        while group.deltas and group.deltas[0].end_ns < group.latest_ns - self.window_ns:
             group.deltas.popleft()
-        self.version += 1
+            self.version += 1
 
     def _delta(self, p: ReceivedMetricPoint) -> _Delta | None:
         series = (
@@ -292,8 +295,9 @@ class RedTable:
         for (kind, label), group in sorted(self._groups.items()):
             deltas = list(group.deltas)
             if not deltas:
+                out.append(RedRow(kind, label, 0, 0.0, None, (None,) * len(QUANTILES)))
                 continue
-            end = max(d.end_ns for d in deltas)
+            end = max(group.latest_ns, *(d.end_ns for d in deltas))
             begin = max(end - self.window_ns, min(d.begin_ns for d in deltas))
             requests = sum(d.count for d in deltas)
             errors = sum(d.errors for d in deltas)
