@@ -601,3 +601,31 @@ def test_kubernetes_deployment_is_consistent():
     assert {"OTEL_SERVICE_NAME", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_RESOURCE_ATTRIBUTES"} <= set(env)
     grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert grace > float(env["OBSKIT_SHUTDOWN_TIMEOUT"]["value"])
+
+
+def test_excluded_url_examples_hold():
+    """Each row of configuration.md's excluded-URL table holds for a real FastAPI app: excluded or traced."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from obskit.testing import capture_telemetry
+
+    text = (ROOT / "docs" / "configuration.md").read_text()
+    section = text.split("## Excluded URLs\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    assert len(rows) >= 4
+    for line in rows:
+        pattern, excluded, traced = (re.findall(r"`([^`]+)`", cell) for cell in line.strip("|").split("|"))
+        with capture_telemetry(excluded_urls=pattern) as telemetry:
+            app = FastAPI()
+
+            @app.get("/{path:path}")
+            def anything(path: str) -> dict[str, str]:
+                return {"path": path}
+
+            client = TestClient(app)
+            for path in excluded + traced:
+                telemetry.clear()
+                assert client.get(path).status_code == 200
+                spans = telemetry.spans()
+                assert len(spans) == (path in traced), f"{pattern[0]!r} on {path!r}: {[s.name for s in spans]}"
