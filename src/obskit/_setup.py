@@ -81,6 +81,8 @@ class Handle:
         self._on_fork = on_fork
         self._buffer = export_buffer
         self._shut_down = False
+        self._shutdown_done = threading.Event()
+        self._shutdown_result = True
         self._lock = threading.Lock()
 
     @property
@@ -129,16 +131,25 @@ class Handle:
     def shutdown(self, timeout: float | None = None) -> bool:
         """Flush and stop every provider within ``timeout`` seconds (default OBSKIT_SHUTDOWN_TIMEOUT).
 
-        Idempotent; runs by itself at interpreter exit (also after SIGTERM to uvicorn and gunicorn workers).
+        Idempotent; runs by itself at interpreter exit (also after SIGTERM to uvicorn and gunicorn workers). A call
+        made while another is in progress waits for it (at most ``timeout``) and returns its outcome.
 
         Returns:
             True when everything was flushed and closed within the deadline.
         """
-        with self._lock:
-            if self._shut_down:
-                return True
-            self._shut_down = True
         deadline = self.settings.shutdown_timeout if timeout is None else timeout
+        with self._lock:
+            first = not self._shut_down
+            self._shut_down = True
+        if not first:
+            return self._shutdown_done.wait(deadline) and self._shutdown_result
+        try:
+            self._shutdown_result = self._shutdown(deadline)
+        finally:
+            self._shutdown_done.set()
+        return self._shutdown_result
+
+    def _shutdown(self, deadline: float) -> bool:
         end = time.monotonic() + deadline
         for callback in self._on_shutdown:
             with _safety.swallow_errors("shutdown"):
@@ -529,30 +540,58 @@ def _install_process_hooks() -> None:
         os.register_at_fork(after_in_child=_after_fork_in_child, after_in_parent=_after_fork_in_parent)
 
 
-# A pre-fork master (gunicorn --preload) exits only after its workers, each of which had the whole
-# OBSKIT_SHUTDOWN_TIMEOUT for its own flush: the master's own last export (its process metrics) gets at most this
-# long, so that stopping the server does not take two deadlines.
+# A gunicorn master (with --preload) exits only after its workers, each of which had the whole
+# OBSKIT_SHUTDOWN_TIMEOUT for its own flush. The master starts its own shutdown when the signal arrives (below), in
+# parallel with theirs; at exit it waits for that at most this long, so stopping a server takes one deadline.
 _MASTER_EXIT_BUDGET = 1.0
-_forked_workers = False
+_master_hooked = False
 
 
 def _at_exit() -> None:
     handle = _handle
     if handle is not None and handle.enabled:
-        timeout = min(handle.settings.shutdown_timeout, _MASTER_EXIT_BUDGET) if _forked_workers else None
+        timeout = min(handle.settings.shutdown_timeout, _MASTER_EXIT_BUDGET) if _master_hooked else None
         handle.shutdown(timeout)
 
 
 def _after_fork_in_parent() -> None:
-    global _forked_workers
-    _forked_workers = True
+    if not _master_hooked:
+        with _safety.swallow_errors("fork"):
+            _hook_gunicorn_master()
+
+
+def _hook_gunicorn_master() -> None:
+    """In a gunicorn master, start obskit's own shutdown as soon as SIGTERM/SIGINT arrives.
+
+    The master exits only after its workers (each with its own deadline); starting its own flush in parallel
+    with theirs, instead of at its exit, keeps a server's stop to one deadline. Only gunicorn's Arbiter handler is
+    chained: another forking application may keep running for a while after SIGTERM.
+    """
+    global _master_hooked
+    if threading.current_thread() is not threading.main_thread():
+        return
+    import signal
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(signum)
+        if type(getattr(previous, "__self__", None)).__module__ != "gunicorn.arbiter":
+            continue
+
+        def on_stop(number: int, frame: Any, previous: Any = previous) -> Any:
+            handle = _handle
+            if handle is not None and handle.enabled:
+                threading.Thread(target=handle.shutdown, name="obskit-master-shutdown", daemon=True).start()
+            return previous(number, frame)
+
+        signal.signal(signum, on_stop)
+        _master_hooked = True
 
 
 def _after_fork_in_child() -> None:
     # gunicorn --preload forks workers from a master that ran init(): each worker needs its own identity. The
     # SDK's batch processors and periodic reader restart their threads and drop the master's queue themselves.
-    global _forked_workers
-    _forked_workers = False
+    global _master_hooked
+    _master_hooked = False  # the worker has its own signal handling, and its own full deadline
     handle = _handle
     if handle is None or handle.resource is None:
         return

@@ -243,6 +243,7 @@ SERVERS = {
     "gunicorn uvicorn-worker": lambda port: gunicorn(
         APP, port, "-w", "2", "--preload", "-k", "uvicorn.workers.UvicornWorker"
     ),
+    "uvicorn --workers 2": lambda port: uvicorn(APP, port, "--workers", "2"),
 }
 
 
@@ -275,7 +276,8 @@ SERVER_SLACK = 2.5
 
 @pytest.mark.parametrize(
     ("kind", "state"),
-    [("uvicorn", state) for state in STATES] + [("gunicorn sync (flask)", "black hole")],
+    [("uvicorn", state) for state in STATES]
+    + [("gunicorn sync (flask)", "black hole"), ("gunicorn uvicorn-worker", "black hole")],
 )
 def test_sigterm_shutdown_is_bounded_in_every_collector_state(rx: OtlpReceiver, kind: str, state: str):
     """Whatever the collector does, a SIGTERMed server exits within OBSKIT_SHUTDOWN_TIMEOUT (plus its own stop)."""
