@@ -573,8 +573,10 @@ class ExportBuffer:
         """A consistent snapshot of every signal's accounting."""
         with ExitStack() as stack:
             sdk: dict[str, _SdkCounts] = {}
-            for signal, probe in self._probes.items():
-                sdk[signal] = stack.enter_context(probe.hold())
+            # Always in the same order (spans, then logs), so two snapshots can never wait on each other.
+            for signal in SIGNALS:
+                if (probe := self._probes.get(signal)) is not None:
+                    sdk[signal] = stack.enter_context(probe.hold())
             with self._cond:
                 return {signal: self._stats_locked(signal, sdk.get(signal)) for signal in self._state}
 
