@@ -405,7 +405,8 @@ def semconv_metric_names() -> set[str]:
         and key != "INSTRUMENTATION_NAME"
         and value not in attributes  # semconv's attribute constants imported under their own names
     }
-    names |= {_buffer.TELEMETRY_BUFFERED, _buffer.EXPORT_BUFFER_USAGE}
+    # Defined next to the buffer for now; found in _semconv above once they move there.
+    names |= {getattr(_buffer, n) for n in ("TELEMETRY_BUFFERED", "EXPORT_BUFFER_USAGE") if hasattr(_buffer, n)}
     return names
 
 

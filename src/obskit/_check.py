@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import math
+import socket
 import sys
 import threading
 import time
@@ -19,6 +21,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from . import _config, _exporters, _resource
 from ._config import SETTINGS_TABLE, Settings, display_value, load_settings
@@ -198,6 +201,21 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def _tcp_diagnosis(endpoint: str, timeout: float = 1.0) -> str:
+    """Whether a TCP connection to the endpoint's host and port can be opened, as one sentence."""
+    parts = urlsplit(endpoint if "://" in endpoint else f"//{endpoint}")
+    host = parts.hostname or "localhost"
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return ""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return f"(TCP connection to {host}:{port}: open, so the failure is above TCP: TLS, HTTP or OTLP)"
+    except OSError as exc:
+        return f"(TCP connection to {host}:{port}: {exc.strerror or exc})"
+
+
 @contextmanager
 def _captured_exporter_logs() -> Iterator[_ThreadRecords]:
     """Route the exporters' log records to a per-thread collector instead of the console.
@@ -300,13 +318,10 @@ def _probe(base: ProbeResult, send: Callable[[], bool], captured: _ThreadRecords
         accepted, error = False, _one_line(f"{type(exc).__name__}: {exc}")
     else:
         error = "" if accepted else captured.error_for(threading.get_ident()) or "export failed"
-    out[base.signal] = _with(base, reachable=accepted, seconds=time.perf_counter() - started, error=error)
-
-
-def _with(base: ProbeResult, **changes: Any) -> ProbeResult:
-    values = {f: getattr(base, f) for f in ProbeResult.__slots__}
-    values.update(changes)
-    return ProbeResult(**values)
+        if not accepted and "Last attempt" not in error and "error details" not in error:
+            # Some failures are logged without their cause (the HTTP exporter gives up before it logs a retry).
+            error = f"{error} {_tcp_diagnosis(base.endpoint)}"
+    out[base.signal] = dataclasses.replace(base, reachable=accepted, seconds=time.perf_counter() - started, error=error)
 
 
 def _base_result(settings: Settings, signal: str) -> ProbeResult:
@@ -334,7 +349,9 @@ def probe_all(settings: Settings) -> list[ProbeResult]:
         try:
             senders[signal] = (base, *_sender(settings, signal))
         except Exception as exc:  # e.g. an unreadable certificate file: reported, not raised
-            results[signal] = _with(base, reachable=False, error=_one_line(f"{type(exc).__name__}: {exc}"))
+            results[signal] = dataclasses.replace(
+                base, reachable=False, error=_one_line(f"{type(exc).__name__}: {exc}")
+            )
     threads: dict[str, threading.Thread] = {}
     with _captured_exporter_logs() as captured:
         for signal, (base, send, _close) in senders.items():
@@ -347,7 +364,9 @@ def probe_all(settings: Settings) -> list[ProbeResult]:
             limit = settings.timeout_for(signal) + _SLACK_S
             thread.join(limit)
             if signal not in results:
-                results[signal] = _with(senders[signal][0], reachable=False, error=f"no answer within {limit:g}s")
+                results[signal] = dataclasses.replace(
+                    senders[signal][0], reachable=False, error=f"no answer within {limit:g}s"
+                )
     for signal, (_base, _send, close) in senders.items():
         if not threads[signal].is_alive():
             with contextlib.suppress(Exception):
