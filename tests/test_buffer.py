@@ -488,3 +488,19 @@ def test_shutdown_with_the_collector_down_is_bounded_and_counted(rx: OtlpReceive
     started = time.monotonic()
     assert handle.shutdown() is False  # idempotent: nothing is shut down twice, the outcome is the first one's
     assert time.monotonic() - started < 0.1
+
+
+def test_gzip_compression_through_obskit_senders(rx: OtlpReceiver, protocol: str):
+    """OTEL_EXPORTER_OTLP_COMPRESSION=gzip (with export headers set): the collector decodes what obskit sends."""
+    handle = obskit.init(
+        endpoint=_endpoint(rx, protocol),
+        protocol=protocol,
+        compression="gzip",
+        headers={"x-tenant": "ml"},
+        system_metrics=False,
+    )
+    trace.get_tracer("t").start_span("compressed").end()
+    assert handle.force_flush(5)
+    rx.wait_for_span("compressed", timeout=5)
+    assert handle.telemetry_stats()["spans"].exported == 1
+    assert handle.shutdown(5)
