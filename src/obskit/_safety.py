@@ -43,7 +43,9 @@ def record_internal_error(where: str, exc: BaseException) -> None:
         first = where not in _logged
         _logged.add(where)
     if first:
-        _logger.warning("obskit internal error in %s: %s (further ones are counted, not logged)", where, type(exc).__name__)
+        _logger.warning(
+            "obskit internal error in %s: %s (further ones are counted, not logged)", where, type(exc).__name__
+        )
 
 
 @contextmanager
