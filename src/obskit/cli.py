@@ -10,8 +10,8 @@ Subcommands::
     obskit dashboard [--slo SLO.yaml] Grafana dashboard JSON
 
 Exit codes:
-    0    success; for ``gate``, every objective passes.
-    1    ``gate`` only: at least one objective fails (its name is printed).
+    0    success; for ``check``, every enabled OTLP endpoint is reachable; for ``gate``, every objective passes.
+    1    ``check``: an OTLP endpoint is unreachable; ``gate``: at least one objective fails (its name is printed).
     2    no result: a usage or configuration error (bad arguments, an invalid SLO file; the message names the
          file, the path inside it and what is accepted), or, for ``gate``, inconclusive (no data, or
          Prometheus unreachable).
@@ -254,8 +254,8 @@ _COMMANDS: Final = (
 
 
 _EXIT_CODES: Final = """exit codes:
-  0    success; gate: every objective passes
-  1    gate: at least one objective fails
+  0    success; check: every endpoint reachable; gate: every objective passes
+  1    check: an OTLP endpoint is unreachable; gate: at least one objective fails
   2    usage or configuration error; gate: inconclusive (no data, Prometheus unreachable)
   130  interrupted"""
 
@@ -288,7 +288,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: Arguments without the program name; ``sys.argv[1:]`` when ``None`` (console scripts).
 
     Returns:
-        0 success, 1 gate failure, 2 usage/configuration error or inconclusive gate (see the module docstring).
+        0 success, 1 unreachable endpoint (check) or failed objective (gate), 2 usage/configuration error or
+        inconclusive gate (see the module docstring).
 
     Example:
         >>> main(["slo", "render", "examples/slo.yaml", "-o", "rules.yaml"])  # doctest: +SKIP
