@@ -325,3 +325,12 @@ def test_excluded_url_patterns_match_the_path(pattern: str, path: str, excluded:
     regex = re.compile(contrib_excluded_urls((pattern,)))
     assert bool(regex.search("https://models.example:443" + path)) is excluded
     assert not regex.search("https://debug.example/x") or pattern != "debug" or path != "/x"
+
+
+def test_init_after_shutdown_warns_and_stays_off(receiver: OtlpReceiver):
+    """init() after shutdown() says telemetry stays off rather than silently returning a dead handle."""
+    handle = _init(receiver)
+    assert obskit.shutdown(2)
+    with pytest.warns(ObskitWarning, match="telemetry stays off until the process restarts"):
+        again = _init(receiver)
+    assert again is handle

@@ -80,6 +80,7 @@ def init(
     auto_instrument: bool | None = None,
     log_level: int | str | None = None,
     capture_headers: Sequence[str] | None = None,
+    capture_query: bool | None = None,
     system_metrics: bool | None = None,
     sdk_disabled: bool | None = None,
 ) -> Handle:
@@ -132,6 +133,7 @@ def init(
         auto_instrument: instrument apps created after init(). Env: ``OBSKIT_AUTO_INSTRUMENT``.
         log_level: lowest level exported over OTLP. Env: ``OBSKIT_LOG_LEVEL``.
         capture_headers: headers recorded on server spans (opt-in). Env: ``OBSKIT_CAPTURE_HEADERS``.
+        capture_query: record query strings on server spans (opt-in). Env: ``OBSKIT_CAPTURE_QUERY``.
         system_metrics: export ``process.*`` metrics. Env: ``OBSKIT_SYSTEM_METRICS``.
         sdk_disabled: disable everything. Env: ``OTEL_SDK_DISABLED``.
 

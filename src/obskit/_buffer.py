@@ -64,8 +64,6 @@ REASON_SHUTDOWN: Final = "shutdown"
 REASON_ERROR: Final = "error"
 DROP_REASONS: Final = (REASON_QUEUE_FULL, REASON_BUFFER_FULL, REASON_REJECTED, REASON_SHUTDOWN, REASON_ERROR)
 # Not in SPEC §5's list, but what an SRE alerts on before drops start (TODO: move next to the others in _semconv).
-TELEMETRY_BUFFERED: Final = "obskit.telemetry.buffered"
-EXPORT_BUFFER_USAGE: Final = "obskit.export_buffer.usage"
 
 # Python object overhead of one buffered batch (the _Batch, its bytes header, the deque slot), charged to the bound.
 BATCH_OVERHEAD_BYTES: Final = 200

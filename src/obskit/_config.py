@@ -342,6 +342,9 @@ SETTINGS_TABLE: Final[tuple[Setting, ...]] = (
     Setting("capture_headers", "OBSKIT_CAPTURE_HEADERS", _list, (), "list",
             "Request/response headers recorded on server spans (opt-in; credentials are redacted).",
             "content-type,x-model-route"),
+    Setting("capture_query", "OBSKIT_CAPTURE_QUERY", _bool, False, "bool",
+            "Record query strings on server spans (opt-in; token, key, password and similar parameters are "
+            "redacted).", "true"),
     Setting("system_metrics", "OBSKIT_SYSTEM_METRICS", _bool, True, "bool",
             "Export the process.* CPU, memory, thread and file-descriptor metrics.", "false"),
 )  # fmt: skip

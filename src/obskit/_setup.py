@@ -215,11 +215,17 @@ def init(**kwargs: Any) -> Handle:
     global _handle
     with _init_lock:
         if _handle is not None:
-            if kwargs != _handle._arguments:
+            if _handle._shut_down:
+                _safety.warn_once(
+                    "init-after-shutdown",
+                    "obskit.init() after obskit.shutdown(): OpenTelemetry's global providers are set once per "
+                    "process, so telemetry stays off until the process restarts",
+                )
+            elif kwargs != _handle._arguments:
                 _safety.warn_once(
                     "init-twice",
                     "obskit.init() was already called with different arguments; the first configuration stays "
-                    "in force (call obskit.shutdown() first to reconfigure)",
+                    "in force for the life of the process (OpenTelemetry's global providers are set once)",
                 )
             return _handle
         settings = load_settings(os.environ, **kwargs)
@@ -400,8 +406,8 @@ def _build(settings: Settings, arguments: Mapping[str, Any], capture: Any = None
 
 
 def _capture_query(settings: Settings) -> bool:
-    # Query strings are recorded only when opted in (SPEC §3); OBSKIT_CAPTURE_QUERY is read when the table has it.
-    return bool(settings.values.get("capture_query", False))
+    # Query strings are recorded only when opted in (SPEC §3), and then with sensitive parameters redacted.
+    return bool(settings.capture_query)
 
 
 class _GuardedSpanProcessors(SynchronousMultiSpanProcessor):
@@ -482,13 +488,13 @@ def _register_buffer_metrics(meter: Any, buffer: ExportBuffer) -> None:
         description="Telemetry items dropped, by reason; produced = exported + dropped + buffered.",
     )
     meter.create_observable_up_down_counter(
-        _buffer.TELEMETRY_BUFFERED,
+        sc.TELEMETRY_BUFFERED,
         callbacks=[buffered],
         unit=sc.UNIT_ITEM,
         description="Telemetry items waiting for export (SDK queues and the export buffer).",
     )
     meter.create_observable_gauge(
-        _buffer.EXPORT_BUFFER_USAGE,
+        sc.EXPORT_BUFFER_USAGE,
         callbacks=[usage],
         unit="By",
         description="Bytes held by the export buffer, bounded by OBSKIT_EXPORT_BUFFER_BYTES.",

@@ -117,3 +117,19 @@ def test_instrument_app_rejects_other_objects():
     """instrument_app() on something that is not an app says what it expects."""
     with pytest.raises(TypeError, match="expects a Flask or FastAPI app, got int"):
         obskit.instrument_app(3)
+
+
+def test_query_strings_off_by_default_redacted_when_opted_in():
+    """No query string on spans by default; with capture_query=True, secrets in it are redacted."""
+    with capture_telemetry() as telemetry:
+        TestClient(_app()).get("/items/1?token=abc123&q=iris")
+        [span] = telemetry.spans(name="GET /items/{item_id}")
+        assert span.attributes is not None
+        assert "url.query" not in span.attributes
+        assert "abc123" not in str(dict(span.attributes))
+    with capture_telemetry(capture_query=True) as telemetry:
+        TestClient(_app()).get("/items/1?token=abc123&q=iris")
+        [span] = telemetry.spans(name="GET /items/{item_id}")
+        assert span.attributes is not None
+        assert span.attributes["url.query"] == "token=REDACTED&q=iris"
+        assert "abc123" not in str(dict(span.attributes))
