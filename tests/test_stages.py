@@ -1095,7 +1095,8 @@ def test_failing_tracer_degrades_to_a_plain_call(telemetry: Telemetry, swallowin
     assert list(stream()) == [1]
     assert asyncio.run(collect()) == [2]
     assert _safety.internal_error_count() == 4
-    assert telemetry.points(_semconv.MODEL_ACTIVE) == []
+    # No call is left counted as in progress.
+    assert [p.value for p in telemetry.points(_semconv.MODEL_ACTIVE)] in ([], [0])
 
 
 # --- signature, typing, misuse ---------------------------------------------------------------------------
@@ -1286,3 +1287,21 @@ def test_stream_iterated_across_tasks(telemetry: Telemetry) -> None:
 
     assert asyncio.run(main()) == [0, 1, 2]
     assert telemetry.span("inference fraud-xgb").status.status_code is StatusCode.UNSET
+
+
+def test_active_counts_calls_in_progress_across_sites(telemetry: Telemetry) -> None:
+    """obskit.model.active reads 1 inside a call, 2 inside two nested sites with the same attributes, 0 after."""
+    seen: list[float] = []
+
+    @inference(model="fraud-xgb", version="3")
+    def inner() -> None:
+        seen.append(telemetry.point(_semconv.MODEL_ACTIVE, **attrs("inference")).value)
+
+    @inference(model="fraud-xgb", version="3")
+    def outer() -> None:
+        seen.append(telemetry.point(_semconv.MODEL_ACTIVE, **attrs("inference")).value)
+        inner()
+
+    outer()
+    assert seen == [1, 2]
+    assert telemetry.point(_semconv.MODEL_ACTIVE, **attrs("inference")).value == 0

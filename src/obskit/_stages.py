@@ -13,7 +13,8 @@ from __future__ import annotations
 import contextlib
 import inspect
 import operator
-from collections.abc import AsyncGenerator, Callable, Generator, Mapping
+import threading
+from collections.abc import AsyncGenerator, Callable, Generator, Iterator, Mapping
 from contextvars import ContextVar, Token
 from time import perf_counter_ns, time_ns
 from types import MappingProxyType
@@ -23,7 +24,7 @@ import wrapt
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.metrics import Histogram, Meter, UpDownCounter
+from opentelemetry.metrics import CallbackOptions, Histogram, Meter, Observation
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
 from . import _safety, _semconv
@@ -44,20 +45,26 @@ _MAX_ERROR_TYPES: Final = 32
 class _Binding:
     """Everything a decorated call needs from ``init()``: one object, swapped atomically."""
 
-    __slots__ = ("active", "batch_size", "duration", "model_name", "model_version", "tracer", "ttfo")
+    __slots__ = ("batch_size", "duration", "model_name", "model_version", "resolved", "tracer", "ttfo")
 
     def __init__(self, tracer: Tracer | None, meter: Meter, model_name: str | None, model_version: str | None) -> None:
         self.tracer = tracer
         self.model_name = model_name or None
         self.model_version = model_version or None
+        # Every site resolved under this binding, for the obskit.model.active callback.
+        self.resolved: list[_Resolved] = []
         self.duration: Histogram = meter.create_histogram(
             _semconv.MODEL_DURATION,
             unit=_semconv.UNIT_SECONDS,
             description="Duration of model stage calls (pre-processing, inference, post-processing).",
             explicit_bucket_boundaries_advisory=_semconv.MODEL_DURATION_BUCKETS,
         )
-        self.active: UpDownCounter = meter.create_up_down_counter(
+        # An observable up-down counter over in-process counts: a synchronous add(+1)/add(-1) pair costs two
+        # full SDK measurements per call (a third of a stage call's cost, measured in bench_stage.py), while the
+        # exported series (a non-monotonic cumulative sum per attribute set) is the same.
+        meter.create_observable_up_down_counter(
             _semconv.MODEL_ACTIVE,
+            callbacks=[_observe_active],
             unit=_semconv.UNIT_CALL,
             description="Model stage calls in progress.",
         )
@@ -74,6 +81,27 @@ class _Binding:
             explicit_bucket_boundaries_advisory=_semconv.MODEL_DURATION_BUCKETS,
         )
 
+
+def _observe_active(_options: CallbackOptions) -> Iterator[Observation]:
+    """Current in-progress calls per attribute set, under the current binding.
+
+    Reads the module's binding rather than the one that created the instrument: re-binding on the same meter
+    gets the SDK's existing instrument back, with this callback.
+    """
+    binding = _binding
+    if binding is None:
+        return
+    totals: dict[tuple[tuple[str, str], ...], tuple[int, Mapping[str, str]]] = {}
+    for resolved in list(binding.resolved):
+        key = tuple(sorted(resolved.attrs.items()))
+        previous = totals.get(key, (0, resolved.attrs))[0]
+        totals[key] = (previous + resolved.active, resolved.attrs)
+    for value, attrs in totals.values():
+        yield Observation(value, attrs)
+
+
+# Guards the in-process active counts (+= is not atomic across threads).
+_active_lock = threading.Lock()
 
 # The one global every decorated call reads; None means "not initialised": call straight through.
 _binding: _Binding | None = None
@@ -105,9 +133,10 @@ def unbind() -> None:
 class _Resolved:
     """A site's names and attribute dicts under one binding."""
 
-    __slots__ = ("attrs", "binding", "error_attrs", "span_attrs", "span_name")
+    __slots__ = ("active", "attrs", "binding", "error_attrs", "span_attrs", "span_name")
 
     def __init__(self, site: _Site, binding: _Binding) -> None:
+        self.active = 0
         name = site.model or binding.model_name or site.func_name
         version = site.version or binding.model_version or _semconv.UNKNOWN_VERSION
         attrs = {
@@ -124,6 +153,7 @@ class _Resolved:
         )
         self.span_name = f"{site.stage} {name}"
         self.error_attrs: dict[type[BaseException], Mapping[str, str]] = {}
+        binding.resolved.append(self)
 
     def attrs_for_error(self, exc_type: type[BaseException]) -> Mapping[str, str]:
         attrs = self.error_attrs.get(exc_type)
@@ -229,7 +259,8 @@ def _open(
                 resolved.span_name, parent, _INTERNAL, resolved.span_attrs, start_time=start_time
             )
             call.ctx = trace.set_span_in_context(span, parent)
-        binding.active.add(1, resolved.attrs)
+        with _active_lock:
+            resolved.active += 1
         call.t0 = perf_counter_ns() if t0 is None else t0
     except Exception as exc:
         if call.span is not None:
@@ -270,10 +301,8 @@ def _close(
             binding.batch_size.record(batch, attrs, context=call.ctx)
     except Exception as internal:
         _internal_error("stage end metrics", internal)
-    try:
-        binding.active.add(-1, attrs)
-    except Exception as internal:
-        _internal_error("stage end active", internal)
+    with _active_lock:
+        resolved.active -= 1
     span = call.span
     if span is None:
         return
