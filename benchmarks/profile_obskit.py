@@ -25,7 +25,6 @@ import io
 import json
 import os
 import pstats
-import statistics
 import subprocess
 import sys
 import time
@@ -56,10 +55,18 @@ CONFIGS: dict[str, tuple[str, dict[str, str], str]] = {
         "obskit full, exemplars off",
     ),
     "obskit_full": ("obskit_full", {}, "obskit full (OTLP/gRPC to the receiver)"),
+    "native_both": (
+        "bare",
+        {},
+        "FastAPI's own telemetry (fastapi.telemetry, operation spans and logs off), SDK tracer + SDK meter",
+    ),
     "otel": ("otel", {}, "stock OpenTelemetry (contrib default semconv + 3 spans + 3 histograms)"),
     "bare@1000": ("bare", {"ROUTES": "1000"}, "no instrumentation, 1,000 routes"),
     "obskit_full@1000": ("obskit_full", {"ROUTES": "1000"}, "obskit full, 1,000 routes"),
+    "native_both@1000": ("bare", {"ROUTES": "1000"}, "FastAPI's own telemetry as above, 1,000 routes"),
 }
+# Configurations that exist for one framework only.
+ONLY = {"native_both": "fastapi", "native_both@1000": "fastapi"}
 PROFILED = ("bare", "contrib_noop", "obskit_metrics", "obskit_full")
 
 # Component buckets: first match on the innermost Python frame's file path wins.
@@ -214,6 +221,28 @@ def _instrument_contrib(framework: str, app: Any, config: str) -> None:
         )
 
 
+def _native_fastapi(app: Any) -> None:
+    """FastAPI >= 0.16x traces and meters itself once global SDK providers exist and contrib is absent."""
+    from opentelemetry import metrics, trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    class Null(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    if not hasattr(app, "_telemetry"):
+        raise SystemExit("this FastAPI has no native telemetry (fastapi.telemetry)")
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(BatchSpanProcessor(Null()))
+    trace.set_tracer_provider(tracer_provider)
+    metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
+    # The same as FastAPI(telemetry={...}) at construction: one server span, RED metrics, no operation spans.
+    app._telemetry.update(operation_spans=False, logs=False)
+
+
 def child(args: argparse.Namespace) -> int:
     import threading
 
@@ -222,6 +251,12 @@ def child(args: argparse.Namespace) -> int:
     app = module.app
     if args.config.startswith("contrib_"):
         _instrument_contrib(args.framework, app, args.config)
+    elif args.config.startswith("native_"):
+        _native_fastapi(app)
+    elif args.config == "obskit_stages_only" and hasattr(app, "_telemetry"):
+        # Without contrib in its stack, FastAPI's own telemetry would trace and meter the request through
+        # obskit's global providers: switch it off, so that only the stages are measured.
+        app._telemetry.update(tracing=False, metrics=False, logs=False)
     run = _flask_driver(app) if args.framework == "flask" else _fastapi_driver(app)
     run(args.warmup)
     profiler = None
@@ -441,6 +476,8 @@ def parent(args: argparse.Namespace) -> int:
         for rnd in range(args.rounds):
             for framework in args.frameworks:
                 for config in configs:
+                    if ONLY.get(config, framework) != framework:
+                        continue
                     r = spawn(framework, config, args, ports)
                     results.setdefault((framework, config), []).append(r)
                     print(
@@ -462,10 +499,11 @@ def parent(args: argparse.Namespace) -> int:
                     profiles[(framework, config)] = (sampled, cprof)
 
     def m(framework: str, config: str, key: str) -> float:
-        return statistics.median(r[key] for r in results[(framework, config)])
+        # The least CPU of the rounds: on a shared machine, contention only ever adds (cache, SMT siblings).
+        return min(r[key] for r in results[(framework, config)])
 
     report += [
-        f"In-process, {args.requests} requests per child after {args.warmup} warm-up, median of {args.rounds} "
+        f"In-process, {args.requests} requests per child after {args.warmup} warm-up, least of {args.rounds} "
         "rounds; CPU µs per request (request thread + background threads), no HTTP server.",
         "",
         "| configuration | "
@@ -476,11 +514,44 @@ def parent(args: argparse.Namespace) -> int:
     for config in configs:
         cells = []
         for fw in args.frameworks:
+            if (fw, config) not in results:
+                cells.append("- | - | -")
+                continue
             base = "bare@1000" if config.endswith("@1000") else "bare"
             cpu = m(fw, config, "cpu_us")
             over = cpu - m(fw, base, "cpu_us") if base in configs else float("nan")
             cells.append(f"{cpu:.0f} | {over:+.0f} | {m(fw, config, 'background_us'):.0f}")
         report.append(f"| {config}: {CONFIGS[config][2]} | " + " | ".join(cells) + " |")
+    layers = [
+        ("contrib middleware with no-op providers (attributes, URL, route, hooks)", "contrib_noop", "bare"),
+        ("+ SDK HTTP metrics through contrib (duration + active requests)", "contrib_metrics", "contrib_noop"),
+        ("+ SDK server span through contrib (batch processor, null exporter)", "contrib_traces", "contrib_noop"),
+        ("3 obskit stages alone (3 spans, 10 measurements, OTLP export)", "obskit_stages_only", "bare"),
+        ("obskit metrics-only, all of it", "obskit_metrics", "bare"),
+        ("obskit full, all of it", "obskit_full", "bare"),
+        ("exemplars (obskit full minus exemplar filter always_off)", "obskit_full", "obskit_full_noexemplar"),
+        ("1,000 routes instead of 10 (obskit full's overhead growth)", "obskit_full@1000", "bare@1000"),
+        ("FastAPI's own telemetry instead of contrib (server span + HTTP metrics)", "native_both", "bare"),
+    ]
+    report += [
+        "",
+        "Layer by layer (differences of the rows above, CPU µs per request; background = export threads):",
+        "",
+        "| layer | " + " | ".join(f"{fw} µs/req | {fw} of it background" for fw in args.frameworks) + " |",
+        "|---|" + "---:|---:|" * len(args.frameworks),
+    ]
+    for label, config, base in layers:
+        cells = []
+        for fw in args.frameworks:
+            if (fw, config) not in results or (fw, base) not in results:
+                cells.append("- | -")
+                continue
+            delta = m(fw, config, "cpu_us") - m(fw, base, "cpu_us")
+            if config == "obskit_full@1000":  # growth over the 10-route overhead
+                delta -= m(fw, "obskit_full", "cpu_us") - m(fw, "bare", "cpu_us")
+            background = m(fw, config, "background_us") - m(fw, base, "background_us")
+            cells.append(f"{delta:+.0f} | {background:+.0f}")
+        report.append(f"| {label} | " + " | ".join(cells) + " |")
     for (framework, config), (sampled, cprof) in profiles.items():
         report += [
             "",
@@ -510,9 +581,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--framework", default="flask")
     parser.add_argument("--config", default="obskit_full")
     parser.add_argument("--profile", type=Path, default=None)
-    parser.add_argument("--requests", type=int, default=int(env.get("PROFILE_REQUESTS", "2000")))
+    parser.add_argument("--requests", type=int, default=int(env.get("PROFILE_REQUESTS", "1500")))
     parser.add_argument("--warmup", type=int, default=500)
-    parser.add_argument("--rounds", type=int, default=int(env.get("PROFILE_ROUNDS", "2")))
+    parser.add_argument("--rounds", type=int, default=int(env.get("PROFILE_ROUNDS", "3")))
     parser.add_argument("--cprofile-requests", type=int, default=500)
     parser.add_argument("--pyspy-requests", type=int, default=5000)
     parser.add_argument("--frameworks", nargs="+", default=env.get("FRAMEWORKS", "flask fastapi").split())
