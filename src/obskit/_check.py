@@ -302,9 +302,8 @@ def _sender(settings: Settings, signal: str) -> tuple[Callable[[], bool], Callab
         assert log_exporter is not None
         records = _log_items(settings)
         return (lambda: log_exporter.export(records).name == "SUCCESS"), log_exporter.shutdown
-    # An infinite interval: the reader starts no export thread of its own; only the probe's export is sent.
-    reader: Any = _exporters.metric_reader(_config.replace(settings, metric_export_interval=math.inf))
-    metric_exporter = reader._exporter
+    metric_exporter = _exporters.metric_exporter(settings)
+    assert metric_exporter is not None
     data = _metric_data(settings)
     millis = settings.timeout_for("metrics") * 1000
     return (lambda: metric_exporter.export(data, timeout_millis=millis).name == "SUCCESS"), metric_exporter.shutdown

@@ -34,7 +34,7 @@ from .exceptions import ConfigError
 
 if TYPE_CHECKING:
     from opentelemetry.sdk._logs.export import LogRecordExporter
-    from opentelemetry.sdk.metrics.export import MetricReader
+    from opentelemetry.sdk.metrics.export import MetricExporter, MetricReader
     from opentelemetry.sdk.trace.export import SpanExporter
 
 _logger = logging.getLogger("obskit")
@@ -436,30 +436,35 @@ def log_exporter(settings: Settings, buffer: ExportBuffer | None = None) -> LogR
     return HttpLogExporter(**_http_kwargs(settings, "logs"))
 
 
-def metric_reader(settings: Settings, buffer: ExportBuffer | None = None) -> MetricReader | None:
-    """The metric reader: periodic push over OTLP (through ``buffer`` if given) or console, Prometheus pull, or None."""
+def metric_exporter(settings: Settings, buffer: ExportBuffer | None = None) -> MetricExporter | None:
+    """The push exporter for metrics (OTLP through ``buffer`` if given, or console); None for none/prometheus."""
     kind = settings.metrics_exporter
-    if kind == "none":
+    if kind in ("none", "prometheus"):
         return None
-    if kind == "prometheus":
-        return prometheus_reader(settings)
-    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-
-    exporter: Any
     if kind == "console":
         from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
 
-        exporter = ConsoleMetricExporter(out=sys.stdout)
-    elif buffer is not None and sc.SIGNAL_METRIC_POINTS in buffer.signals:
-        exporter = BufferedMetricExporter(buffer)
-    elif settings.protocol_for("metrics") == "grpc":
+        return ConsoleMetricExporter(out=sys.stdout)
+    if buffer is not None and sc.SIGNAL_METRIC_POINTS in buffer.signals:
+        return BufferedMetricExporter(buffer)
+    if settings.protocol_for("metrics") == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 
-        exporter = OTLPMetricExporter(**_grpc_kwargs(settings, "metrics"))
-    else:
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpMetricExporter
+        return OTLPMetricExporter(**_grpc_kwargs(settings, "metrics"))
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpMetricExporter
 
-        exporter = HttpMetricExporter(**_http_kwargs(settings, "metrics"))
+    return HttpMetricExporter(**_http_kwargs(settings, "metrics"))
+
+
+def metric_reader(settings: Settings, buffer: ExportBuffer | None = None) -> MetricReader | None:
+    """The metric reader: periodic push over OTLP (through ``buffer`` if given) or console, Prometheus pull, or None."""
+    if settings.metrics_exporter == "prometheus":
+        return prometheus_reader(settings)
+    exporter = metric_exporter(settings, buffer)
+    if exporter is None:
+        return None
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
     return PeriodicExportingMetricReader(
         exporter,
         export_interval_millis=settings.metric_export_interval * 1000,
