@@ -133,3 +133,49 @@ def test_query_strings_off_by_default_redacted_when_opted_in():
         assert span.attributes is not None
         assert span.attributes["url.query"] == "token=REDACTED&q=iris"
         assert "abc123" not in str(dict(span.attributes))
+
+
+def _routed_app(n: int) -> FastAPI:
+    app = FastAPI()
+    for i in range(n):
+
+        def handler(item_id: int, i: int = i) -> dict[str, int]:
+            return {"route": i, "id": item_id}
+
+        app.add_api_route(f"/r{i}/{{item_id}}", handler, methods=["GET"])
+
+    @app.get("/predict")
+    def predict() -> dict[str, str]:
+        return {"ok": "yes"}
+
+    return app
+
+
+def test_route_lookup_memoised_with_contrib_names(monkeypatch: pytest.MonkeyPatch):
+    """Span names and routes match contrib's own lookup; a repeated path does not scan the routes again."""
+    import opentelemetry.instrumentation.fastapi as contrib
+
+    with capture_telemetry() as telemetry:
+        app = _routed_app(50)
+        client = TestClient(app)
+        scans: list[str] = []
+        original = contrib._get_route_details
+        monkeypatch.setattr(contrib, "_get_route_details", lambda scope: scans.append(scope["path"]) or original(scope))
+        paths = ["/predict", "/r7/1", "/r49/2", "/nope", "/predict", "/r7/1", "/r49/2", "/nope", "/r7/3"]
+        for path in paths:
+            client.get(path)
+        names = [s.name for s in telemetry.spans()]
+        assert names == [
+            "GET /predict",
+            "GET /r7/{item_id}",
+            "GET /r49/{item_id}",
+            "GET",
+            "GET /predict",
+            "GET /r7/{item_id}",
+            "GET /r49/{item_id}",
+            "GET",
+            "GET /r7/{item_id}",
+        ]
+        assert scans == ["/predict", "/r7/1", "/r49/2", "/nope", "/r7/3"]  # each new path once
+        routes = {a.get("http.route") for a in telemetry.metric("http.server.request.duration").attributes()}
+        assert routes == {"/predict", "/r7/{item_id}", "/r49/{item_id}", None}

@@ -30,6 +30,7 @@ def instrument(app: Any, tracer_provider: Any, meter_provider: Any, excluded_url
     except ImportError:
         raise IntegrationUnavailable(f"FastAPI instrumentation is not installed: {HINT}") from None
     force_stable_http_semconv()
+    _cache_route_lookup()
     FastAPIInstrumentor.instrument_app(
         app,
         tracer_provider=tracer_provider,
@@ -41,6 +42,49 @@ def instrument(app: Any, tracer_provider: Any, meter_provider: Any, excluded_url
         **header_capture_options(),
     )
     _flush_at_signalled_shutdown(app)
+
+
+# contrib names each request by matching its path against every route of the app, in order, before routing:
+# measured at +6.6 ms per request with 1,000 routes (benchmarks/README.md), linear in the number of routes. The
+# result depends only on the app's routes and the request's method, path and host, so it is memoised in a
+# bounded table; paths never seen before (or evicted) still take contrib's own lookup.
+_ROUTE_CACHE_SIZE = 4096
+
+
+def _cache_route_lookup() -> None:
+    import threading
+
+    import opentelemetry.instrumentation.fastapi as contrib
+
+    original = contrib._get_default_span_details
+    if getattr(original, "_obskit", False):
+        return
+    cache: dict[tuple[Any, ...], tuple[str, dict[str, str]]] = {}
+    lock = threading.Lock()
+
+    def span_details(scope: Any) -> tuple[str, dict[str, str]]:
+        app = scope.get("app")
+        key = (
+            id(app),
+            len(getattr(app, "routes", ())),
+            scope.get("type"),
+            scope.get("method"),
+            scope.get("root_path", ""),
+            scope.get("path"),
+            next((v for k, v in scope.get("headers", ()) if k == b"host"), None),
+        )
+        hit = cache.get(key)
+        if hit is not None:
+            return hit[0], dict(hit[1])
+        name, attributes = original(scope)
+        with lock:
+            if len(cache) >= _ROUTE_CACHE_SIZE:
+                del cache[next(iter(cache))]
+            cache[key] = (name, dict(attributes))
+        return name, attributes
+
+    span_details._obskit = True  # type: ignore[attr-defined]
+    contrib._get_default_span_details = span_details
 
 
 def _flush_at_signalled_shutdown(app: Any) -> None:
