@@ -24,10 +24,11 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-from obskit import _semconv, _stages
+from obskit import _producer, _semconv, _stages
 
 MODEL = "fraud-xgb"
 ATTRS = {"model.name": MODEL, "model.version": "3", "model.stage": "inference"}
@@ -64,7 +65,9 @@ Cases = dict[str, tuple[Callable[[int], int], Callable[[], None]]]
 def build_cases() -> tuple[Cases, list[Any], trace.Tracer]:
     """Each case: (function to call, setup run before its timed loop); also what to shut down, a parent tracer."""
     obskit_tp = sdk_tracer_provider()
-    obskit_mp = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    obskit_reader = InMemoryMetricReader()
+    _producer.attach(obskit_reader, _stages.current_registry, Resource.get_empty())  # as init() does
+    obskit_mp = MeterProvider(metric_readers=[obskit_reader])
     stock_tp = sdk_tracer_provider()
     stock_mp = MeterProvider(metric_readers=[InMemoryMetricReader()])
     closables: list[Any] = [obskit_tp, obskit_mp, stock_tp, stock_mp]

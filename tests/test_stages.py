@@ -15,12 +15,13 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from obskit import _safety, _semconv, _stages
+from obskit import _producer, _safety, _semconv, _stages
 from obskit._stages import inference, postprocess, preprocess, set_batch_size, stage
 from obskit.exceptions import ObskitWarning
 
@@ -85,6 +86,7 @@ def telemetry() -> Iterator[Telemetry]:
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
     reader = InMemoryMetricReader()
+    _producer.attach(reader, _stages.current_registry, Resource.get_empty())  # as init() does
     meter_provider = MeterProvider(metric_readers=[reader])
     previous = _safety.set_reraise(True)
     t = Telemetry(exporter, reader, tracer_provider, meter_provider)
@@ -1035,6 +1037,11 @@ def test_telemetry_failure_never_reaches_the_call(telemetry: Telemetry, swallowi
     _safety._reset()
 
     class BrokenHistogram:
+        name = _semconv.MODEL_DURATION
+
+        def series(self, attributes: Any) -> BrokenHistogram:
+            return self
+
         def record(self, *args: Any, **kwargs: Any) -> None:
             raise RuntimeError("exporter exploded")
 

@@ -19,7 +19,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SynchronousMultiSpanProcessor, TracerProvider
 from opentelemetry.sdk.trace import sampling as sampling_sdk
 
-from . import _buffer, _exporters, _guard, _integrations, _logging, _resource, _safety, _stages
+from . import _aggregate, _buffer, _exporters, _guard, _integrations, _logging, _producer, _resource, _safety, _stages
 from . import _semconv as sc
 from ._buffer import ExportBuffer, TelemetryStats
 from ._config import Settings, load_settings
@@ -308,6 +308,10 @@ def _build(settings: Settings, arguments: Mapping[str, Any], capture: Any = None
         tracer_provider.add_span_processor(_buffer.AccountedBatchSpanProcessor(span_exporter, **batch_options))
     elif span_exporter is not None:
         tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter, **batch_options))
+    # obskit's stage histograms: collected by the reader with the SDK's metrics, for as long as the reader lives.
+    stage_metrics = _aggregate.Registry()
+    if metric_reader is not None:
+        _producer.attach(metric_reader, lambda: stage_metrics, resource)
     meter_provider = MeterProvider(
         resource=resource,
         metric_readers=[metric_reader] if metric_reader is not None else [],
@@ -364,6 +368,8 @@ def _build(settings: Settings, arguments: Mapping[str, Any], capture: Any = None
         model_name=settings.model_name,
         model_version=settings.model_version,
         traces_enabled=traces_on,
+        label_filter=lambda instrument, attributes: guard.filter(instrument, attributes),  # type: ignore[arg-type,return-value]
+        registry=stage_metrics,
     )
     _guard.install(guarded)
     _logging.install_record_factory()

@@ -24,15 +24,16 @@ import wrapt
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.metrics import CallbackOptions, Histogram, Meter, Observation
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
-from . import _safety, _semconv
+from . import _aggregate, _safety, _semconv
 
-__all__ = ["bind", "inference", "postprocess", "preprocess", "set_batch_size", "stage", "unbind"]
+__all__ = ["bind", "current_registry", "inference", "postprocess", "preprocess", "set_batch_size", "stage", "unbind"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+LabelFilter = Callable[[str, Mapping[str, str]], Mapping[str, str]]
 BatchSize = int | Callable[..., int]
 """A fixed batch size, or a callable over the call's arguments returning it."""
 
@@ -45,19 +46,41 @@ _MAX_ERROR_TYPES: Final = 32
 class _Binding:
     """Everything a decorated call needs from ``init()``: one object, swapped atomically."""
 
-    __slots__ = ("batch_size", "duration", "model_name", "model_version", "resolved", "tracer", "ttfo")
+    __slots__ = (
+        "batch_size",
+        "duration",
+        "label_filter",
+        "model_name",
+        "model_version",
+        "registry",
+        "resolved",
+        "tracer",
+        "ttfo",
+    )
 
-    def __init__(self, tracer: Tracer | None, meter: Meter, model_name: str | None, model_version: str | None) -> None:
+    def __init__(
+        self,
+        tracer: Tracer | None,
+        meter: Meter,
+        model_name: str | None,
+        model_version: str | None,
+        label_filter: LabelFilter | None,
+        registry: _aggregate.Registry | None,
+    ) -> None:
         self.tracer = tracer
         self.model_name = model_name or None
         self.model_version = model_version or None
+        self.label_filter = label_filter
         # Every site resolved under this binding, for the obskit.model.active callback.
         self.resolved: list[_Resolved] = []
-        self.duration: Histogram = meter.create_histogram(
+        # The histograms are obskit's own (see _aggregate: an SDK record re-hashes fixed attributes every call);
+        # init() makes every metric reader collect them.
+        self.registry = registry or _aggregate.Registry()
+        self.duration = self.registry.histogram(
             _semconv.MODEL_DURATION,
             unit=_semconv.UNIT_SECONDS,
             description="Duration of model stage calls (pre-processing, inference, post-processing).",
-            explicit_bucket_boundaries_advisory=_semconv.MODEL_DURATION_BUCKETS,
+            bounds=_semconv.MODEL_DURATION_BUCKETS,
         )
         # An observable up-down counter over in-process counts: a synchronous add(+1)/add(-1) pair costs two
         # full SDK measurements per call (a third of a stage call's cost, measured in bench_stage.py), while the
@@ -68,18 +91,29 @@ class _Binding:
             unit=_semconv.UNIT_CALL,
             description="Model stage calls in progress.",
         )
-        self.batch_size: Histogram = meter.create_histogram(
+        self.batch_size = self.registry.histogram(
             _semconv.MODEL_BATCH_SIZE,
             unit=_semconv.UNIT_ITEM,
             description="Number of items per model stage call.",
-            explicit_bucket_boundaries_advisory=_semconv.BATCH_SIZE_BUCKETS,
+            bounds=_semconv.BATCH_SIZE_BUCKETS,
         )
-        self.ttfo: Histogram = meter.create_histogram(
+        self.ttfo = self.registry.histogram(
             _semconv.MODEL_TIME_TO_FIRST_OUTPUT,
             unit=_semconv.UNIT_SECONDS,
             description="Time from the call of a streaming model stage to its first output.",
-            explicit_bucket_boundaries_advisory=_semconv.MODEL_DURATION_BUCKETS,
+            bounds=_semconv.MODEL_DURATION_BUCKETS,
         )
+
+    def series(self, histogram: _aggregate.Histogram, attrs: Mapping[str, str]) -> _aggregate.Series:
+        """The series of ``attrs``, after the cardinality guard (once per site, not per call)."""
+        if self.label_filter is not None:
+            try:
+                attrs = self.label_filter(histogram.name, attrs)
+            except Exception as exc:
+                # A bug in the guard must not cost the span: stage attributes come from decorator arguments,
+                # so keeping them unfiltered cannot explode.
+                _internal_error("stage label filter", exc)
+        return histogram.series(attrs)
 
 
 def _observe_active(_options: CallbackOptions) -> Iterator[Observation]:
@@ -114,14 +148,24 @@ def bind(
     model_name: str | None,
     model_version: str | None,
     traces_enabled: bool = True,
+    label_filter: LabelFilter | None = None,
+    registry: _aggregate.Registry | None = None,
 ) -> None:
     """Route decorated calls to ``tracer``/``meter`` (called by ``obskit.init()``).
 
     ``model_name``/``model_version`` are the defaults for decorators that give none
     (``OBSKIT_MODEL_NAME``/``OBSKIT_MODEL_VERSION``). With ``traces_enabled=False`` no span is created.
+    The stage histograms live in ``registry`` (a new one if not given; see :func:`current_registry`);
+    ``label_filter`` (the cardinality guard) is applied to each site's attributes when its series is created.
     """
     global _binding
-    _binding = _Binding(tracer if traces_enabled else None, meter, model_name, model_version)
+    _binding = _Binding(tracer if traces_enabled else None, meter, model_name, model_version, label_filter, registry)
+
+
+def current_registry() -> _aggregate.Registry | None:
+    """The stage histograms of the current binding, for the metric readers to collect."""
+    binding = _binding
+    return None if binding is None else binding.registry
 
 
 def unbind() -> None:
@@ -133,7 +177,17 @@ def unbind() -> None:
 class _Resolved:
     """A site's names and attribute dicts under one binding."""
 
-    __slots__ = ("active", "attrs", "binding", "error_attrs", "span_attrs", "span_name")
+    __slots__ = (
+        "active",
+        "attrs",
+        "batch_series",
+        "binding",
+        "duration_series",
+        "error_series",
+        "span_attrs",
+        "span_name",
+        "ttfo_series",
+    )
 
     def __init__(self, site: _Site, binding: _Binding) -> None:
         self.active = 0
@@ -152,16 +206,20 @@ class _Resolved:
             self.attrs if static is None else MappingProxyType({**attrs, _semconv.ATTR_MODEL_BATCH_SIZE: static})
         )
         self.span_name = f"{site.stage} {name}"
-        self.error_attrs: dict[type[BaseException], Mapping[str, str]] = {}
+        self.duration_series = binding.series(binding.duration, attrs)
+        self.batch_series = binding.series(binding.batch_size, attrs)
+        self.ttfo_series = binding.series(binding.ttfo, attrs)
+        self.error_series: dict[type[BaseException], _aggregate.Series] = {}
         binding.resolved.append(self)
 
-    def attrs_for_error(self, exc_type: type[BaseException]) -> Mapping[str, str]:
-        attrs = self.error_attrs.get(exc_type)
-        if attrs is None:
-            attrs = MappingProxyType({**self.attrs, _semconv.ATTR_ERROR_TYPE: exc_type.__qualname__})
-            if len(self.error_attrs) < _MAX_ERROR_TYPES:
-                self.error_attrs[exc_type] = attrs
-        return attrs
+    def series_for_error(self, exc_type: type[BaseException]) -> _aggregate.Series:
+        series = self.error_series.get(exc_type)
+        if series is None:
+            qualname = exc_type.__qualname__ if len(self.error_series) < _MAX_ERROR_TYPES else _semconv.OTHER
+            series = self.binding.series(self.binding.duration, {**self.attrs, _semconv.ATTR_ERROR_TYPE: qualname})
+            if len(self.error_series) < _MAX_ERROR_TYPES:
+                self.error_series[exc_type] = series
+        return series
 
 
 class _Site:
@@ -286,24 +344,27 @@ def _close(
         if ctx_token is not None:
             otel_context.detach(ctx_token)  # type: ignore[arg-type]  # attach() returns Token[Context]
     resolved = call.resolved
-    binding = call.binding
-    attrs = resolved.attrs
     batch = call.batch
     # Like the OpenTelemetry API's use_span: only Exception is an error; GeneratorExit,
     # KeyboardInterrupt, SystemExit and asyncio.CancelledError end the call without one.
     error = exc if isinstance(exc, Exception) else None
     # Three independent blocks (try is free on 3.11+): a failing instrument must not leave the
     # span open or the call counted as active forever.
+    span = call.span
     try:
-        metric_attrs = attrs if error is None else resolved.attrs_for_error(type(error))
-        binding.duration.record(elapsed, metric_attrs, context=call.ctx)
+        trace_id = span_id = 0
+        if span is not None:
+            span_context = span.get_span_context()
+            if span_context.trace_flags.sampled:  # exemplars follow the SDK's default trace_based filter
+                trace_id, span_id = span_context.trace_id, span_context.span_id
+        series = resolved.duration_series if error is None else resolved.series_for_error(type(error))
+        series.record(elapsed, trace_id, span_id)
         if batch is not None:
-            binding.batch_size.record(batch, attrs, context=call.ctx)
+            resolved.batch_series.record(batch, trace_id, span_id)
     except Exception as internal:
         _internal_error("stage end metrics", internal)
     with _active_lock:
         resolved.active -= 1
-    span = call.span
     if span is None:
         return
     try:
@@ -338,7 +399,11 @@ def _exit(call_token: Token[_Call | None], ctx_token: object | None) -> None:
 
 def _first_output(call: _Call) -> None:
     try:
-        call.binding.ttfo.record((perf_counter_ns() - call.t0) / 1e9, call.resolved.attrs, context=call.ctx)
+        span = call.span
+        trace_id = span_id = 0
+        if span is not None and (span_context := span.get_span_context()).trace_flags.sampled:
+            trace_id, span_id = span_context.trace_id, span_context.span_id
+        call.resolved.ttfo_series.record((perf_counter_ns() - call.t0) / 1e9, trace_id, span_id)
     except Exception as exc:
         _internal_error("stage first output", exc)
 

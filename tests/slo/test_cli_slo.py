@@ -27,7 +27,7 @@ def test_top_level_help_lists_subcommands(capsys: pytest.CaptureFixture[str]) ->
     out = capsys.readouterr().out
     for name in ("slo", "gate", "dashboard"):
         assert f"\n    {name} " in out
-    assert "  1    gate: at least one objective fails\n" in out
+    assert "  1    check: an OTLP endpoint is unreachable; gate: at least one objective fails\n" in out
     assert "  2    usage or configuration error; gate: inconclusive (no data, Prometheus unreachable)\n" in out
 
 

@@ -1,0 +1,144 @@
+"""Cheap cumulative histograms for obskit's own stage metrics, collected by the SDK's metric readers.
+
+Written here rather than recorded through the SDK instruments because one SDK ``Histogram.record()`` re-cleans
+and re-hashes its attributes on every call (about 60% of a metrics-only stage call in ``bench_stage.py``),
+while a decorated function's attributes are fixed: each site resolves its series once and a record is a bisect
+and a few additions under a lock. ``_producer`` turns these into SDK ``MetricsData`` at collection time, so every
+reader (OTLP, Prometheus, in-memory) exports them like any other histogram, exemplars included.
+
+Pure Python on purpose: the stage decorators that record into it speak only the OpenTelemetry API.
+"""
+
+from __future__ import annotations
+
+import threading
+from bisect import bisect_left
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from time import time_ns
+from typing import Final
+
+# Past this many attribute sets per histogram new series share one overflow series (the guard normally stops
+# attribute values long before: stage attributes come from decorator arguments, not from requests).
+MAX_SERIES: Final = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class ExemplarSample:
+    value: float
+    time_unix_nano: int
+    trace_id: int
+    span_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesSnapshot:
+    attributes: Mapping[str, str]
+    count: int
+    sum: float
+    min: float
+    max: float
+    bucket_counts: tuple[int, ...]
+    exemplars: tuple[ExemplarSample, ...]
+
+
+class Series:
+    """One attribute set of a histogram: bucket counts, sum, min, max and the last sampled exemplar per bucket."""
+
+    __slots__ = ("_bounds", "_counts", "_exemplars", "_lock", "_max", "_min", "_sum", "attributes")
+
+    def __init__(self, attributes: Mapping[str, str], bounds: Sequence[float]) -> None:
+        self.attributes = attributes
+        self._bounds = bounds
+        self._counts = [0] * (len(bounds) + 1)
+        self._exemplars: list[ExemplarSample | None] = [None] * (len(bounds) + 1)
+        self._sum = 0.0
+        self._min = float("inf")
+        self._max = float("-inf")
+        self._lock = threading.Lock()
+
+    def record(self, value: float, trace_id: int = 0, span_id: int = 0) -> None:
+        """Add one measurement; with a sampled span's ids it becomes its bucket's exemplar."""
+        # Explicit buckets are upper-inclusive: bucket i holds (bounds[i-1], bounds[i]].
+        index = bisect_left(self._bounds, value)
+        with self._lock:
+            self._counts[index] += 1
+            self._sum += value
+            if value < self._min:
+                self._min = value
+            if value > self._max:
+                self._max = value
+            if trace_id:
+                self._exemplars[index] = ExemplarSample(value, time_ns(), trace_id, span_id)
+
+    def snapshot(self) -> SeriesSnapshot | None:
+        with self._lock:
+            count = sum(self._counts)
+            if not count:
+                return None
+            return SeriesSnapshot(
+                self.attributes,
+                count,
+                self._sum,
+                self._min,
+                self._max,
+                tuple(self._counts),
+                tuple(e for e in self._exemplars if e is not None),
+            )
+
+
+class Histogram:
+    """A named histogram with fixed boundaries and one :class:`Series` per attribute set."""
+
+    __slots__ = ("_lock", "_series", "bounds", "description", "name", "unit")
+
+    def __init__(self, name: str, unit: str, description: str, bounds: Sequence[float]) -> None:
+        self.name = name
+        self.unit = unit
+        self.description = description
+        self.bounds = tuple(float(b) for b in bounds)
+        self._series: dict[tuple[tuple[str, str], ...], Series] = {}
+        self._lock = threading.Lock()
+
+    def series(self, attributes: Mapping[str, str]) -> Series:
+        """The series of an attribute set, created on first use (call once per site, not per measurement)."""
+        key = tuple(sorted(attributes.items()))
+        found = self._series.get(key)
+        if found is not None:
+            return found
+        with self._lock:
+            found = self._series.get(key)
+            if found is None:
+                if len(self._series) >= MAX_SERIES:
+                    key, attributes = (("_OTHER", "_OTHER"),), {"_OTHER": "_OTHER"}
+                    found = self._series.get(key)
+                if found is None:
+                    found = self._series[key] = Series(dict(attributes), self.bounds)
+            return found
+
+    def snapshots(self) -> list[SeriesSnapshot]:
+        with self._lock:
+            series = list(self._series.values())
+        return [s for s in (one.snapshot() for one in series) if s is not None]
+
+
+class Registry:
+    """The histograms of one ``init()``; ``start_time_unix_nano`` starts their cumulative series."""
+
+    def __init__(self) -> None:
+        self.start_time_unix_nano = time_ns()
+        self._histograms: list[Histogram] = []
+        self._lock = threading.Lock()
+
+    def histogram(self, name: str, *, unit: str, description: str, bounds: Sequence[float]) -> Histogram:
+        with self._lock:
+            for existing in self._histograms:
+                if existing.name == name:
+                    return existing
+            created = Histogram(name, unit, description, bounds)
+            self._histograms.append(created)
+            return created
+
+    def histograms(self) -> list[Histogram]:
+        with self._lock:
+            return list(self._histograms)
