@@ -34,6 +34,9 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 BIN = Path(sys.executable).parent
+# The obskit source measured: run.sh points this at a snapshot taken when the run starts, so commits landing
+# during a 15-minute run cannot change the code under test half-way through.
+SRC = Path(os.environ.get("OBSKIT_SRC") or ROOT / "src")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 VARIANTS = ("bare", "otel", "ddtrace", "prometheus", "obskit_full", "obskit_metrics", "obskit_disabled")
 LABELS = {
@@ -156,7 +159,7 @@ def server_env(cfg: Config, ports: dict[str, int]) -> dict[str, str]:
     env.update(
         VARIANT=cfg.variant,
         ROUTES=str(cfg.routes),
-        PYTHONPATH=os.pathsep.join([str(HERE), str(ROOT / "src")]),
+        PYTHONPATH=os.pathsep.join([str(HERE), str(SRC)]),
         OTLP_ENDPOINT=f"127.0.0.1:{ports['grpc']}",
         PYTHONDONTWRITEBYTECODE="1",
     )
@@ -188,7 +191,7 @@ def receiver(cpu: str | None, log_dir: Path) -> Iterator[tuple[subprocess.Popen[
     ports_file = Path(tempfile.mkdtemp(prefix="obskit-bench-")) / "ports.json"
     log = open(log_dir / "receiver.log", "wb")  # noqa: SIM115
     env = clean_env()
-    env["PYTHONPATH"] = str(ROOT / "src")
+    env["PYTHONPATH"] = str(SRC)
     proc = subprocess.Popen(
         [*pin(cpu), sys.executable, str(HERE / "receiver.py"), "--ports-file", str(ports_file)],
         env=env,

@@ -33,6 +33,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+SRC = Path(os.environ.get("OBSKIT_SRC") or ROOT / "src")  # see bench_http.SRC
 BODY = b'{"instances": [[5.1, 3.5, 1.4, 0.2], [6.2, 2.9, 4.3, 1.3]]}'
 
 # name -> (VARIANT, extra env, description). "contrib_*" configurations instrument the bare app in the child.
@@ -246,7 +247,7 @@ def _native_fastapi(app: Any) -> None:
 def child(args: argparse.Namespace) -> int:
     import threading
 
-    sys.path[:0] = [str(HERE), str(ROOT / "src")]
+    sys.path[:0] = [str(HERE), str(SRC)]
     module = __import__("app_flask" if args.framework == "flask" else "app_fastapi")
     app = module.app
     if args.config.startswith("contrib_"):
@@ -312,7 +313,7 @@ def spawn(
     env = clean_env()
     env.update(
         VARIANT=variant,
-        PYTHONPATH=os.pathsep.join([str(HERE), str(ROOT / "src")]),
+        PYTHONPATH=os.pathsep.join([str(HERE), str(SRC)]),
         OTLP_ENDPOINT=f"127.0.0.1:{ports['grpc']}",
         PYTHONDONTWRITEBYTECODE="1",
     )

@@ -49,19 +49,33 @@ PY="$VENV/bin/python"
 
 OUT="${OUT:-$HERE/results/$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "$OUT"
-export PYTHONPATH="$ROOT/src:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+# Measure a snapshot of src/obskit, taken now: commits landing during the run must not change the code under
+# test half-way through. OBSKIT_REF=HEAD (default) or any commit; OBSKIT_REF=worktree for uncommitted edits.
+OBSKIT_REF="${OBSKIT_REF:-HEAD}"
+OBSKIT_SRC="$OUT/src"
+mkdir -p "$OBSKIT_SRC"
+if [ "$OBSKIT_REF" = worktree ]; then
+    tar -C "$ROOT/src" --exclude=__pycache__ -cf - obskit | tar -C "$OBSKIT_SRC" -xf -
+    OBSKIT_DESC="working tree at $(git rev-parse --short HEAD) ($(git status --porcelain src | wc -l) uncommitted paths in src/)"
+else
+    git archive "$OBSKIT_REF" src/obskit | tar -C "$OUT" -xf -
+    OBSKIT_DESC="$(git rev-parse --short "$OBSKIT_REF") ($(git log -1 --format=%cd --date=iso "$OBSKIT_REF"))"
+fi
+export OBSKIT_SRC
+export PYTHONPATH="$OBSKIT_SRC:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 ONLY="${ONLY:-all}"
 echo "results: $OUT"
 "$PY" -c 'import sys, platform; print("python", sys.version.split()[0], platform.machine())' | tee "$OUT/env.txt"
 "$PY" -m pip freeze 2>/dev/null | grep -i -E '^(opentelemetry|ddtrace|prometheus|flask|fastapi|starlette|uvicorn|gunicorn|wrapt)' >>"$OUT/env.txt" || true
 wrk --version 2>&1 | head -1 >>"$OUT/env.txt" || true
-# Which obskit was measured: the commit, and whether src/ had uncommitted changes at the time.
-echo "obskit $(git rev-parse --short HEAD 2>/dev/null || echo '?') ($(git status --porcelain src 2>/dev/null | wc -l) uncommitted paths in src/)" >>"$OUT/env.txt"
+# Which obskit was measured (the snapshot above).
+echo "obskit measured: $OBSKIT_DESC" >>"$OUT/env.txt"
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) CPUs" >>"$OUT/env.txt"
 
 if [ "$ONLY" = all ] || [ "$ONLY" = micro ]; then
     echo "== micro-benchmark: one decorated stage call (benchmarks/bench_stage.py)"
-    "$PY" "$HERE/bench_stage.py" --rounds "${MICRO_ROUNDS:-7}" | tee "$OUT/micro.txt"
+    # Another engineer's script: its failure (say, against an older OBSKIT_REF) must not stop the run.
+    "$PY" "$HERE/bench_stage.py" --rounds "${MICRO_ROUNDS:-7}" | tee "$OUT/micro.txt" || echo "bench_stage.py failed" >&2
 fi
 if [ "$ONLY" = all ] || [ "$ONLY" = http ]; then
     echo "== HTTP: interleaved rounds of every variant under wrk (benchmarks/bench_http.py)"
