@@ -16,11 +16,16 @@ from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from time import time_ns
-from typing import Final
+from typing import Any, Final
 
 # Past this many attribute sets per histogram new series share one overflow series (the guard normally stops
 # attribute values long before: stage attributes come from decorator arguments, not from requests).
 MAX_SERIES: Final = 2000
+_OVERFLOW_ATTRIBUTES: Final[Mapping[str, str]] = {"_OTHER": "_OTHER"}
+_OVERFLOW_KEY: Final = frozenset(_OVERFLOW_ATTRIBUTES.items())
+Scope = tuple[str, "str | None"]
+"""An instrumentation scope: name and version (the meter that created the instrument)."""
+OWN_SCOPE: Final[Scope] = ("obskit", None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +38,7 @@ class ExemplarSample:
 
 @dataclass(frozen=True, slots=True)
 class SeriesSnapshot:
-    attributes: Mapping[str, str]
+    attributes: Mapping[str, Any]
     count: int
     sum: float
     min: float
@@ -47,7 +52,7 @@ class Series:
 
     __slots__ = ("_bounds", "_counts", "_exemplars", "_lock", "_max", "_min", "_sum", "attributes")
 
-    def __init__(self, attributes: Mapping[str, str], bounds: Sequence[float]) -> None:
+    def __init__(self, attributes: Mapping[str, Any], bounds: Sequence[float]) -> None:
         self.attributes = attributes
         self._bounds = bounds
         self._counts = [0] * (len(bounds) + 1)
@@ -90,19 +95,20 @@ class Series:
 class Histogram:
     """A named histogram with fixed boundaries and one :class:`Series` per attribute set."""
 
-    __slots__ = ("_lock", "_series", "bounds", "description", "name", "unit")
+    __slots__ = ("_lock", "_series", "bounds", "description", "name", "scope", "unit")
 
-    def __init__(self, name: str, unit: str, description: str, bounds: Sequence[float]) -> None:
+    def __init__(self, name: str, unit: str, description: str, bounds: Sequence[float], scope: Scope) -> None:
+        self.scope = scope
         self.name = name
         self.unit = unit
         self.description = description
         self.bounds = tuple(float(b) for b in bounds)
-        self._series: dict[tuple[tuple[str, str], ...], Series] = {}
+        self._series: dict[frozenset[tuple[str, Any]], Series] = {}
         self._lock = threading.Lock()
 
-    def series(self, attributes: Mapping[str, str]) -> Series:
-        """The series of an attribute set, created on first use (call once per site, not per measurement)."""
-        key = tuple(sorted(attributes.items()))
+    def series(self, attributes: Mapping[str, Any]) -> Series:
+        """The series of an attribute set (hashable values), created on first use."""
+        key = frozenset(attributes.items())
         found = self._series.get(key)
         if found is not None:
             return found
@@ -110,7 +116,7 @@ class Histogram:
             found = self._series.get(key)
             if found is None:
                 if len(self._series) >= MAX_SERIES:
-                    key, attributes = (("_OTHER", "_OTHER"),), {"_OTHER": "_OTHER"}
+                    key, attributes = _OVERFLOW_KEY, _OVERFLOW_ATTRIBUTES
                     found = self._series.get(key)
                 if found is None:
                     found = self._series[key] = Series(dict(attributes), self.bounds)
@@ -122,23 +128,69 @@ class Histogram:
         return [s for s in (one.snapshot() for one in series) if s is not None]
 
 
+class UpDownSum:
+    """A non-monotonic cumulative sum per attribute set (an up-down counter), reported even when back at zero."""
+
+    __slots__ = ("_lock", "_values", "description", "name", "scope", "unit")
+
+    def __init__(self, name: str, unit: str, description: str, scope: Scope) -> None:
+        self.scope = scope
+        self.name = name
+        self.unit = unit
+        self.description = description
+        self._values: dict[frozenset[tuple[str, Any]], list[Any]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, amount: float, attributes: Mapping[str, Any]) -> None:
+        key = frozenset(attributes.items())
+        with self._lock:
+            entry = self._values.get(key)
+            if entry is None:
+                if len(self._values) >= MAX_SERIES:
+                    key, attributes = _OVERFLOW_KEY, _OVERFLOW_ATTRIBUTES
+                    entry = self._values.get(key)
+                if entry is None:
+                    entry = self._values[key] = [0, dict(attributes)]
+            entry[0] += amount
+
+    def snapshots(self) -> list[tuple[Mapping[str, Any], float]]:
+        with self._lock:
+            return [(attributes, value) for value, attributes in self._values.values()]
+
+
 class Registry:
     """The histograms of one ``init()``; ``start_time_unix_nano`` starts their cumulative series."""
 
     def __init__(self) -> None:
         self.start_time_unix_nano = time_ns()
         self._histograms: list[Histogram] = []
+        self._sums: list[UpDownSum] = []
         self._lock = threading.Lock()
 
-    def histogram(self, name: str, *, unit: str, description: str, bounds: Sequence[float]) -> Histogram:
+    def histogram(
+        self, name: str, *, unit: str, description: str, bounds: Sequence[float], scope: Scope = OWN_SCOPE
+    ) -> Histogram:
         with self._lock:
             for existing in self._histograms:
-                if existing.name == name:
+                if existing.name == name and existing.scope == scope:
                     return existing
-            created = Histogram(name, unit, description, bounds)
+            created = Histogram(name, unit, description, bounds, scope)
             self._histograms.append(created)
             return created
 
     def histograms(self) -> list[Histogram]:
         with self._lock:
             return list(self._histograms)
+
+    def up_down_sum(self, name: str, *, unit: str, description: str, scope: Scope = OWN_SCOPE) -> UpDownSum:
+        with self._lock:
+            for existing in self._sums:
+                if existing.name == name and existing.scope == scope:
+                    return existing
+            created = UpDownSum(name, unit, description, scope)
+            self._sums.append(created)
+            return created
+
+    def up_down_sums(self) -> list[UpDownSum]:
+        with self._lock:
+            return list(self._sums)

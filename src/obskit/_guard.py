@@ -13,6 +13,7 @@ import operator
 import reprlib
 import threading
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 from opentelemetry.context import Context
@@ -30,9 +31,10 @@ from opentelemetry.metrics import (
     UpDownCounter,
 )
 from opentelemetry.metrics import _Gauge as Gauge
+from opentelemetry.trace import get_current_span
 from opentelemetry.util.types import Attributes, AttributeValue
 
-from . import _safety
+from . import _aggregate, _safety
 from . import _semconv as sc
 from ._version import __version__
 
@@ -481,6 +483,49 @@ class _GuardedHistogram(Histogram):
             _swallow("Histogram.record")
 
 
+class _AggregatedHistogram(Histogram):
+    """A histogram recorded into obskit's own aggregation (``_aggregate``) rather than the SDK's."""
+
+    def __init__(self, histogram: _aggregate.Histogram, guard: _Filter, keys: frozenset[str] | None) -> None:
+        self._histogram = histogram
+        self._filter = guard
+        self._keys = keys
+
+    def record(self, amount: float, attributes: Attributes = None, context: Context | None = None) -> None:
+        try:
+            attrs = self._filter(_only(attributes, self._keys)) if attributes else {}
+            # Exemplars as the SDK's default trace_based filter takes them: the current span, when sampled.
+            span_context = get_current_span(context).get_span_context()
+            if span_context.trace_flags.sampled:
+                self._histogram.series(attrs).record(amount, span_context.trace_id, span_context.span_id)
+            else:
+                self._histogram.series(attrs).record(amount)
+        except Exception:
+            _swallow("Histogram.record")
+
+
+class _AggregatedUpDownCounter(UpDownCounter):
+    """An up-down counter summed by obskit (``_aggregate``) rather than by the SDK."""
+
+    def __init__(self, up_down: _aggregate.UpDownSum, guard: _Filter, keys: frozenset[str] | None) -> None:
+        self._sum = up_down
+        self._filter = guard
+        self._keys = keys
+
+    def add(self, amount: float, attributes: Attributes = None, context: Context | None = None) -> None:
+        try:
+            self._sum.add(amount, self._filter(_only(attributes, self._keys)) if attributes else {})
+        except Exception:
+            _swallow("UpDownCounter.add")
+
+
+def _only(attributes: Mapping[str, Any], keys: frozenset[str] | None) -> Mapping[str, Any]:
+    """The attributes whose key is in ``keys`` (all of them when None): what an SDK View(attribute_keys=) keeps."""
+    if keys is None:
+        return attributes
+    return {k: v for k, v in attributes.items() if k in keys}
+
+
 class _GuardedGauge(Gauge):
     def __init__(self, delegate: Gauge, guard: _Filter) -> None:
         self.delegate = delegate
@@ -550,10 +595,11 @@ def _guard_callbacks(callbacks: Sequence[CallbackT] | None, guard: _Filter) -> l
 
 
 class _GuardedMeter(Meter):
-    def __init__(self, delegate: Meter, guard: LabelGuard) -> None:
+    def __init__(self, delegate: Meter, guard: LabelGuard, aggregated: Aggregated | None = None) -> None:
         super().__init__(delegate.name, version=delegate.version, schema_url=delegate.schema_url)
         self.delegate = delegate
         self._guard = guard
+        self._aggregated = aggregated
 
     def _filter(self, name: str) -> _Filter:
         # Bind the instrument's state once: recording then skips the name lookup.
@@ -563,7 +609,14 @@ class _GuardedMeter(Meter):
         return _GuardedCounter(self.delegate.create_counter(name, unit, description), self._filter(name))
 
     def create_up_down_counter(self, name: str, unit: str = "", description: str = "") -> UpDownCounter:
+        aggregated = self._aggregated
+        if aggregated is not None and name in aggregated.keys:
+            up_down = aggregated.registry.up_down_sum(name, unit=unit, description=description, scope=self._scope())
+            return _AggregatedUpDownCounter(up_down, self._filter(name), aggregated.keys[name])
         return _GuardedUpDownCounter(self.delegate.create_up_down_counter(name, unit, description), self._filter(name))
+
+    def _scope(self) -> _aggregate.Scope:
+        return (self.name, self.version)
 
     def create_histogram(
         self,
@@ -573,6 +626,13 @@ class _GuardedMeter(Meter):
         *,
         explicit_bucket_boundaries_advisory: Sequence[float] | None = None,
     ) -> Histogram:
+        aggregated = self._aggregated
+        if aggregated is not None and name in aggregated.keys:
+            bounds = explicit_bucket_boundaries_advisory or sc.DEFAULT_HISTOGRAM_BUCKETS
+            histogram = aggregated.registry.histogram(
+                name, unit=unit, description=description, bounds=bounds, scope=self._scope()
+            )
+            return _AggregatedHistogram(histogram, self._filter(name), aggregated.keys[name])
         delegate = self.delegate.create_histogram(
             name, unit, description, explicit_bucket_boundaries_advisory=explicit_bucket_boundaries_advisory
         )
@@ -601,6 +661,17 @@ class _GuardedMeter(Meter):
         return _GuardedObservableGauge(self.delegate.create_observable_gauge(name, callbacks, unit, description))
 
 
+@dataclass(frozen=True)
+class Aggregated:
+    """Instruments recorded into obskit's own aggregation instead of the SDK's (hot HTTP metrics).
+
+    ``keys`` maps an instrument name to the attribute keys it keeps (None: all), as an SDK View would.
+    """
+
+    registry: _aggregate.Registry
+    keys: Mapping[str, frozenset[str] | None]
+
+
 class GuardedMeterProvider(MeterProvider):
     """A ``MeterProvider`` whose instruments pass every attribute set through a :class:`LabelGuard`.
 
@@ -617,9 +688,12 @@ class GuardedMeterProvider(MeterProvider):
         >>> provider.get_meter("my.lib").create_counter("jobs").add(1, {"queue": "a"})
     """
 
-    def __init__(self, delegate: MeterProvider, guard: LabelGuard | None = None) -> None:
+    def __init__(
+        self, delegate: MeterProvider, guard: LabelGuard | None = None, aggregated: Aggregated | None = None
+    ) -> None:
         self.delegate = delegate
         self.guard = guard if guard is not None else LabelGuard()
+        self.aggregated = aggregated
         with _safety.swallow_errors("GuardedMeterProvider.overflow_counter"):
             # An ObservableCounter rather than a Counter.add() per replacement: the overflow path then costs a
             # dict increment under the guard's lock instead of a full SDK measurement (~µs), which matters
@@ -639,7 +713,9 @@ class GuardedMeterProvider(MeterProvider):
         attributes: Attributes = None,
     ) -> Meter:
         """A guarded ``Meter`` over the delegate's meter of the same scope."""
-        return _GuardedMeter(self.delegate.get_meter(name, version, schema_url, attributes), self.guard)
+        return _GuardedMeter(
+            self.delegate.get_meter(name, version, schema_url, attributes), self.guard, self.aggregated
+        )
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
         """Forward to the delegate when it has ``force_flush`` (the SDK's does)."""

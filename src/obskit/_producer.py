@@ -17,19 +17,18 @@ from opentelemetry.sdk.metrics.export import (
     Metric,
     MetricReader,
     MetricsData,
+    NumberDataPoint,
     ResourceMetrics,
     ScopeMetrics,
+    Sum,
 )
 from opentelemetry.sdk.metrics.export import Histogram as HistogramData
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from ._aggregate import Registry
+from ._aggregate import Registry, Scope
 from ._safety import swallow_errors
-from ._semconv import INSTRUMENTATION_NAME
 from ._version import __version__
-
-_SCOPE = InstrumentationScope(INSTRUMENTATION_NAME, __version__)
 
 
 def attach(reader: MetricReader, registry: Callable[[], Registry | None], resource: Resource) -> None:
@@ -58,9 +57,9 @@ def attach(reader: MetricReader, registry: Callable[[], Registry | None], resour
     setattr(reader, "_set_collect_callback", set_collect_callback)  # noqa: B010 - a final method, on purpose
 
 
-def metrics(registry: Registry, now: int) -> list[Metric]:
-    """The registry's histograms as SDK cumulative histogram metrics (only those with data)."""
-    out: list[Metric] = []
+def metrics(registry: Registry, now: int) -> dict[Scope, list[Metric]]:
+    """The registry's histograms and up-down sums as SDK cumulative metrics per scope (only those with data)."""
+    out: dict[Scope, list[Metric]] = {}
     start = registry.start_time_unix_nano
     for histogram in registry.histograms():
         points = [
@@ -75,36 +74,51 @@ def metrics(registry: Registry, now: int) -> list[Metric]:
                 min=s.min,
                 max=s.max,
                 exemplars=[
-                    Exemplar({}, e.value, e.time_unix_nano, span_id=e.span_id, trace_id=e.trace_id) for e in s.exemplars
+                    Exemplar({}, e.value, e.time_unix_nano, span_id=e.span_id, trace_id=e.trace_id)
+                    for e in s.exemplars
                 ],
             )
             for s in histogram.snapshots()
         ]
         if points:
             data = HistogramData(data_points=points, aggregation_temporality=AggregationTemporality.CUMULATIVE)
-            out.append(Metric(name=histogram.name, description=histogram.description, unit=histogram.unit, data=data))
+            metric = Metric(name=histogram.name, description=histogram.description, unit=histogram.unit, data=data)
+            out.setdefault(histogram.scope, []).append(metric)
+    for up_down in registry.up_down_sums():
+        values = [
+            NumberDataPoint(attributes=dict(attributes), start_time_unix_nano=start, time_unix_nano=now, value=value)
+            for attributes, value in up_down.snapshots()
+        ]
+        if values:
+            sum_data = Sum(
+                data_points=values, aggregation_temporality=AggregationTemporality.CUMULATIVE, is_monotonic=False
+            )
+            metric = Metric(name=up_down.name, description=up_down.description, unit=up_down.unit, data=sum_data)
+            out.setdefault(up_down.scope, []).append(metric)
     return out
 
 
 def merge(data: MetricsData | None, registry: Registry, resource: Resource) -> MetricsData | None:
-    """``data`` plus one scope with the registry's metrics, under the first resource (or ``resource``)."""
+    """``data`` plus the registry's metrics, each in its instrumentation scope, under the first resource."""
     from time import time_ns
 
     ours = metrics(registry, time_ns())
     if not ours:
         return data
-    scope = ScopeMetrics(scope=_SCOPE, metrics=ours, schema_url="")
     if data is None or not data.resource_metrics:
-        return MetricsData(resource_metrics=[ResourceMetrics(resource=resource, scope_metrics=[scope], schema_url="")])
-    first, *rest = data.resource_metrics
-    scopes = list(first.scope_metrics)
-    for index, existing in enumerate(scopes):
-        if existing.scope.name == _SCOPE.name:  # obskit's SDK-recorded metrics: one scope, not two
-            scopes[index] = ScopeMetrics(
-                scope=existing.scope, metrics=[*existing.metrics, *ours], schema_url=existing.schema_url
-            )
-            break
+        first_resource, scopes, schema_url, rest = resource, [], "", []
     else:
-        scopes.append(scope)
-    merged = ResourceMetrics(resource=first.resource, scope_metrics=scopes, schema_url=first.schema_url)
+        first, *rest = data.resource_metrics
+        first_resource, scopes, schema_url = first.resource, list(first.scope_metrics), first.schema_url
+    for (name, version), added in ours.items():
+        for index, existing in enumerate(scopes):
+            if existing.scope.name == name:  # the SDK also recorded in this scope: one scope, not two
+                scopes[index] = ScopeMetrics(
+                    scope=existing.scope, metrics=[*existing.metrics, *added], schema_url=existing.schema_url
+                )
+                break
+        else:
+            scope = InstrumentationScope(name, version if version is not None else __version__)
+            scopes.append(ScopeMetrics(scope=scope, metrics=added, schema_url=""))
+    merged = ResourceMetrics(resource=first_resource, scope_metrics=scopes, schema_url=schema_url)
     return MetricsData(resource_metrics=[merged, *rest])

@@ -27,6 +27,27 @@ METRIC_HTTP_SERVER_REQUEST_DURATION: Final = HTTP_SERVER_REQUEST_DURATION
 # Advisory boundaries of http.server.request.duration (seconds), stable HTTP semconv.
 HTTP_DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 
+# The SDK's default explicit boundaries, for histograms created without advice.
+DEFAULT_HISTOGRAM_BUCKETS: Final = (
+    0.0,
+    5.0,
+    10.0,
+    25.0,
+    50.0,
+    75.0,
+    100.0,
+    250.0,
+    500.0,
+    750.0,
+    1000.0,
+    2500.0,
+    5000.0,
+    7500.0,
+    10000.0,
+)
+HTTP_SERVER_REQUEST_BODY_SIZE: Final = "http.server.request.body.size"
+HTTP_SERVER_RESPONSE_BODY_SIZE: Final = "http.server.response.body.size"
+
 # Model stages
 MODEL_DURATION: Final = "obskit.model.duration"
 MODEL_ACTIVE: Final = "obskit.model.active"

@@ -308,7 +308,7 @@ def _build(settings: Settings, arguments: Mapping[str, Any], capture: Any = None
         tracer_provider.add_span_processor(_buffer.AccountedBatchSpanProcessor(span_exporter, **batch_options))
     elif span_exporter is not None:
         tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter, **batch_options))
-    # obskit's stage histograms: collected by the reader with the SDK's metrics, for as long as the reader lives.
+    # obskit's own aggregation (stage and HTTP metrics): collected by the reader with the SDK's metrics.
     stage_metrics = _aggregate.Registry()
     if metric_reader is not None:
         _producer.attach(metric_reader, lambda: stage_metrics, resource)
@@ -347,7 +347,18 @@ def _build(settings: Settings, arguments: Mapping[str, Any], capture: Any = None
         denied=settings.denied_labels,
         max_length=settings.max_label_length,
     )
-    guarded = _guard.GuardedMeterProvider(meter_provider, guard)
+    # The contrib HTTP instrumentors' metrics are recorded into obskit's own aggregation, like the stage
+    # histograms: the SDK re-hashes their attributes on every record (measured in benchmarks/README.md).
+    aggregated = _guard.Aggregated(
+        stage_metrics,
+        {
+            sc.METRIC_HTTP_SERVER_REQUEST_DURATION: frozenset(_HTTP_DURATION_KEYS),
+            sc.HTTP_SERVER_ACTIVE_REQUESTS: frozenset(_HTTP_ACTIVE_KEYS),
+            sc.HTTP_SERVER_REQUEST_BODY_SIZE: None,
+            sc.HTTP_SERVER_RESPONSE_BODY_SIZE: None,
+        },
+    )
+    guarded = _guard.GuardedMeterProvider(meter_provider, guard, aggregated)
     traces_on = span_exporter is not None
     # Metrics-only mode: contrib gets a no-op tracer, so no span is even created and sampled out.
     contrib_tracer_provider: Any = tracer_provider if traces_on else trace.NoOpTracerProvider()

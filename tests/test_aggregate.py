@@ -1,0 +1,165 @@
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+from flask import Flask
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.view import View
+from opentelemetry.sdk.resources import Resource
+
+from obskit import _aggregate, _producer
+from obskit import _semconv as sc
+from obskit.testing import capture_telemetry
+
+
+def test_buckets_are_upper_inclusive_with_sum_min_max():
+    """A value equal to a boundary lands in that boundary's bucket, as the SDK's explicit histogram does."""
+    histogram = _aggregate.Histogram("h", "s", "", (1.0, 2.0), _aggregate.OWN_SCOPE)
+    series = histogram.series({"k": "v"})
+    for value in (0.5, 1.0, 1.5, 2.0, 9.0):
+        series.record(value)
+    [snap] = histogram.snapshots()
+    assert snap.bucket_counts == (2, 2, 1)
+    assert (snap.count, snap.sum, snap.min, snap.max) == (5, 14.0, 0.5, 9.0)
+
+
+def test_series_key_ignores_attribute_order():
+    """The same attributes in another order are one series."""
+    histogram = _aggregate.Histogram("h", "s", "", (1.0,), _aggregate.OWN_SCOPE)
+    assert histogram.series({"a": "1", "b": "2"}) is histogram.series({"b": "2", "a": "1"})
+
+
+def test_exemplar_only_for_sampled_spans_last_per_bucket():
+    """Each bucket keeps the last exemplar recorded with span ids; unsampled records leave none."""
+    histogram = _aggregate.Histogram("h", "s", "", (1.0,), _aggregate.OWN_SCOPE)
+    series = histogram.series({})
+    series.record(0.5)
+    series.record(0.7, trace_id=1, span_id=2)
+    series.record(0.9, trace_id=3, span_id=4)
+    series.record(5.0)
+    [snap] = histogram.snapshots()
+    assert [(e.value, e.trace_id, e.span_id) for e in snap.exemplars] == [(0.9, 3, 4)]
+
+
+def test_series_are_bounded(monkeypatch: pytest.MonkeyPatch):
+    """Past MAX_SERIES attribute sets, new ones share one _OTHER series; nothing is lost."""
+    monkeypatch.setattr(_aggregate, "MAX_SERIES", 3)
+    histogram = _aggregate.Histogram("h", "s", "", (1.0,), _aggregate.OWN_SCOPE)
+    for i in range(10):
+        histogram.series({"i": str(i)}).record(0.1)
+    snaps = histogram.snapshots()
+    assert len(snaps) == 4
+    assert sum(s.count for s in snaps) == 10
+    assert {"_OTHER": "_OTHER"} in [dict(s.attributes) for s in snaps]
+
+
+def test_up_down_sum_reports_zero_and_is_exact_under_threads():
+    """Concurrent +1/-1 pairs from many threads end at exactly zero, and a zero series is still reported."""
+    up_down = _aggregate.UpDownSum("a", "{request}", "", _aggregate.OWN_SCOPE)
+
+    def work() -> None:
+        for _ in range(5000):
+            up_down.add(1, {"m": "GET"})
+            up_down.add(-1, {"m": "GET"})
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert up_down.snapshots() == [({"m": "GET"}, 0)]
+
+
+def test_reader_collects_registry_into_existing_scope():
+    """An attached reader sees the registry's metrics in the scope that created them, beside the SDK's."""
+    registry = _aggregate.Registry()
+    reader = InMemoryMetricReader()
+    _producer.attach(reader, lambda: registry, Resource.get_empty())
+    provider = MeterProvider(metric_readers=[reader], resource=Resource({"service.name": "x"}))
+    provider.get_meter("contrib.scope", "1.0").create_counter("sdk.counter").add(1)
+    registry.histogram("ours", unit="s", description="d", bounds=(1.0,), scope=("contrib.scope", "1.0")).series(
+        {"k": "v"}
+    ).record(0.5)
+    registry.up_down_sum("active", unit="{r}", description="", scope=("obskit", None)).add(1, {})
+    data = reader.get_metrics_data()
+    assert data is not None
+    [resource_metrics] = data.resource_metrics
+    assert resource_metrics.resource.attributes["service.name"] == "x"
+    scopes = {sm.scope.name: sorted(m.name for m in sm.metrics) for sm in resource_metrics.scope_metrics}
+    assert scopes == {"contrib.scope": ["ours", "sdk.counter"], "obskit": ["active"]}
+    provider.shutdown()
+
+
+def _flask_points(meter_provider: Any) -> None:
+    from opentelemetry.instrumentation.flask import FlaskInstrumentor
+    from opentelemetry.trace import NoOpTracerProvider
+
+    from obskit._integrations._http import force_stable_http_semconv
+
+    force_stable_http_semconv()
+    app = Flask(__name__)
+
+    @app.get("/items/<int:i>")
+    def item(i: int) -> str:
+        return "x" * i
+
+    FlaskInstrumentor.instrument_app(app, tracer_provider=NoOpTracerProvider(), meter_provider=meter_provider)
+    client = app.test_client()
+    for path in ("/items/1", "/items/20", "/nope", "/items/3"):
+        client.get(path)
+
+
+def test_http_metrics_match_the_sdk_stream():
+    """Through obskit's aggregation, contrib's HTTP metrics have the SDK's names, units, attributes and counts."""
+
+    def collect(metric_names: set[str], points: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for rm in points.resource_metrics:
+            for sm in rm.scope_metrics:
+                for m in sm.metrics:
+                    if m.name in metric_names:
+                        out[m.name] = (
+                            sm.scope.name,
+                            m.unit,
+                            sorted(
+                                (
+                                    tuple(sorted(dict(p.attributes).items())),
+                                    getattr(p, "count", None),
+                                    tuple(getattr(p, "bucket_counts", ())),
+                                    getattr(p, "value", None),
+                                )
+                                for p in m.data.data_points
+                            ),
+                        )
+        return out
+
+    names = {sc.METRIC_HTTP_SERVER_REQUEST_DURATION, sc.HTTP_SERVER_ACTIVE_REQUESTS}
+    # Reference: contrib on the SDK, with obskit's views on the two SPEC metrics.
+    from obskit._setup import _views
+
+    reader = InMemoryMetricReader()
+    sdk = MeterProvider(metric_readers=[reader], views=_views())
+    _flask_points(sdk)
+    expected = collect(names, reader.get_metrics_data())
+    sdk.shutdown()
+    with capture_telemetry(auto_instrument=False) as telemetry:
+        from obskit import _guard
+
+        provider = _guard.current()
+        assert provider is not None
+        assert provider.aggregated is not None
+        _flask_points(provider)
+        actual = collect(names, telemetry.metric_reader.get_metrics_data())
+    assert set(expected) == names
+    # Durations differ run to run: compare all but the duration histogram's bucket placement.
+    for name in names:
+        scope, unit, points = expected[name]
+        got_scope, got_unit, got_points = actual[name]
+        assert (got_scope, got_unit) == (scope, unit)
+        if name == sc.METRIC_HTTP_SERVER_REQUEST_DURATION:
+            assert [(a, c) for a, c, _b, _v in got_points] == [(a, c) for a, c, _b, _v in points]
+        else:
+            assert got_points == points
