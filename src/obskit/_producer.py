@@ -74,8 +74,7 @@ def metrics(registry: Registry, now: int) -> dict[Scope, list[Metric]]:
                 min=s.min,
                 max=s.max,
                 exemplars=[
-                    Exemplar({}, e.value, e.time_unix_nano, span_id=e.span_id, trace_id=e.trace_id)
-                    for e in s.exemplars
+                    Exemplar({}, e.value, e.time_unix_nano, span_id=e.span_id, trace_id=e.trace_id) for e in s.exemplars
                 ],
             )
             for s in histogram.snapshots()
