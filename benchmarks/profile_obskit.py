@@ -464,6 +464,56 @@ def analyse(
     return "\n".join(lines)
 
 
+def encode_cost(batches: int = 20) -> tuple[float, float]:
+    """CPU µs per span of the OTLP exporter's protobuf encoding (Python objects) and of serialising them.
+
+    py-spy counts a thread blocked inside gRPC's C call as busy, so the background split of the profiles
+    cannot tell encoding from waiting; this measures the encoding directly, on obskit-shaped spans (a server
+    span with 10 attributes and 3 stage spans with 4).
+    """
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "bench", "service.version": "1.0.0"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("obskit")
+    server = {
+        "http.request.method": "POST",
+        "url.scheme": "http",
+        "url.path": "/predict",
+        "http.route": "/predict",
+        "server.address": "127.0.0.1",
+        "server.port": 8000,
+        "network.protocol.version": "1.1",
+        "user_agent.original": "wrk",
+        "client.address": "127.0.0.1",
+        "http.response.status_code": 200,
+    }
+    for _ in range(128):  # 512 spans: one full batch of the batch span processor
+        with tracer.start_as_current_span("POST /predict", kind=SpanKind.SERVER, attributes=server):
+            for stage in ("preprocess", "inference", "postprocess"):
+                attributes = {"model.name": "iris", "model.version": "1", "model.stage": stage, "model.batch_size": 2}
+                with tracer.start_as_current_span(f"{stage} iris", attributes=attributes):
+                    pass
+    spans = exporter.get_finished_spans()
+    encode_spans(spans).SerializeToString()
+    t0 = time.process_time()
+    for _ in range(batches):
+        request = encode_spans(spans)
+    t1 = time.process_time()
+    for _ in range(batches):
+        request.SerializeToString()
+    t2 = time.process_time()
+    provider.shutdown()
+    per_span = 1e6 / batches / len(spans)
+    return (t1 - t0) * per_span, (t2 - t1) * per_span
+
+
 def parent(args: argparse.Namespace) -> int:
     sys.path.insert(0, str(HERE))
     from bench_http import receiver
@@ -548,11 +598,18 @@ def parent(args: argparse.Namespace) -> int:
                 cells.append("- | -")
                 continue
             delta = m(fw, config, "cpu_us") - m(fw, base, "cpu_us")
+            background = m(fw, config, "background_us") - m(fw, base, "background_us")
             if config == "obskit_full@1000":  # growth over the 10-route overhead
                 delta -= m(fw, "obskit_full", "cpu_us") - m(fw, "bare", "cpu_us")
-            background = m(fw, config, "background_us") - m(fw, base, "background_us")
+                background -= m(fw, "obskit_full", "background_us") - m(fw, "bare", "background_us")
             cells.append(f"{delta:+.0f} | {background:+.0f}")
         report.append(f"| {label} | " + " | ".join(cells) + " |")
+    encode_us, serialise_us = encode_cost()
+    report += [
+        "",
+        f"OTLP span encoding (exporter.otlp.proto.common.encode_spans, 512 obskit-shaped spans): "
+        f"{encode_us:.1f} µs/span building the protobuf objects, {serialise_us:.2f} µs/span serialising them.",
+    ]
     for (framework, config), (sampled, cprof) in profiles.items():
         report += [
             "",
