@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from opentelemetry import metrics as metrics_api
@@ -574,7 +575,31 @@ def _at_exit() -> None:
     handle = _handle
     if handle is not None and handle.enabled:
         timeout = min(handle.settings.shutdown_timeout, _MASTER_EXIT_BUDGET) if _master_hooked else None
-        handle.shutdown(timeout)
+        with _sigterm_deferred():
+            handle.shutdown(timeout)
+
+
+@contextlib.contextmanager
+def _sigterm_deferred() -> Iterator[None]:
+    """Keep a SIGTERM from killing the process in the middle of its final, deadline-bounded flush.
+
+    A worker leaving on its own (gunicorn --max-requests) runs this flush at exit; if its master is stopped at that
+    moment it sends the worker SIGTERM, whose default action (uvicorn restores it after serving) would drop the
+    last batch. The process is exiting anyway and the flush is bounded by OBSKIT_SHUTDOWN_TIMEOUT; SIGKILL still
+    works. Outside the main thread nothing is changed.
+    """
+    import signal
+
+    try:
+        previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    except (ValueError, OSError):  # not the main thread, or no signals here
+        yield
+        return
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError, OSError):
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _after_fork_in_parent() -> None:
