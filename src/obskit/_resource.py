@@ -21,7 +21,7 @@ def build_resource(settings: Settings) -> Resource:
     ``service.name`` from an argument or OTEL_SERVICE_NAME wins over the one in OTEL_RESOURCE_ATTRIBUTES, as
     the OpenTelemetry specification requires; the built-in default only applies when neither gives one.
     """
-    attributes: dict[str, Any] = dict(Resource.get_empty().merge(_sdk_defaults()).attributes)
+    attributes: dict[str, Any] = dict(_sdk_defaults().attributes)
     attributes.update(settings.resource_attributes)
     if settings.sources["service_name"] != "default" or SERVICE_NAME not in attributes:
         attributes[SERVICE_NAME] = settings.service_name

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import ParamSpec, TypeVar
 
 from .exceptions import ObskitWarning
 
 _logger = logging.getLogger("obskit")
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
 
 _lock = threading.Lock()
 _internal_errors = 0
@@ -57,25 +53,6 @@ def swallow_errors(where: str) -> Iterator[None]:
         record_internal_error(where, exc)
         if _reraise:
             raise
-
-
-def swallowing(where: str, default: _R) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
-    """Decorator form of :func:`swallow_errors` returning ``default`` on failure."""
-
-    def decorate(fn: Callable[_P, _R]) -> Callable[_P, _R]:
-        @functools.wraps(fn)
-        def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-            try:
-                return fn(*args, **kwargs)
-            except Exception as exc:
-                record_internal_error(where, exc)
-                if _reraise:
-                    raise
-                return default
-
-        return wrapper
-
-    return decorate
 
 
 def warn_once(key: str, message: str, *, stacklevel: int = 3) -> None:

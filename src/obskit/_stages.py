@@ -249,10 +249,9 @@ class _Site:
 class _Call:
     """State of one decorated call; also the slot :func:`set_batch_size` writes to."""
 
-    __slots__ = ("batch", "binding", "ctx", "resolved", "span", "t0")
+    __slots__ = ("batch", "ctx", "resolved", "span", "t0")
 
     batch: int | None
-    binding: _Binding
     ctx: Context | None
     resolved: _Resolved
     span: Span | None
@@ -302,7 +301,6 @@ def _open(
         if resolved is None or resolved.binding is not binding:
             resolved = site.resolve(binding)
         call.resolved = resolved
-        call.binding = binding
         call.batch = site.static_batch
         if site.batch_fn is not None:
             try:
