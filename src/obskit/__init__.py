@@ -78,6 +78,7 @@ def init(
     export_buffer_bytes: int | str | None = None,
     shutdown_timeout: float | None = None,
     auto_instrument: bool | None = None,
+    http_instrumentation: str | None = None,
     log_level: int | str | None = None,
     capture_headers: Sequence[str] | None = None,
     capture_query: bool | None = None,
@@ -131,6 +132,8 @@ def init(
         export_buffer_bytes: memory bound of the export buffer. Env: ``OBSKIT_EXPORT_BUFFER_BYTES``.
         shutdown_timeout: deadline of the final flush, seconds. Env: ``OBSKIT_SHUTDOWN_TIMEOUT``.
         auto_instrument: instrument apps created after init(). Env: ``OBSKIT_AUTO_INSTRUMENT``.
+        http_instrumentation: ``"obskit"`` (lean middleware, the default) or ``"contrib"`` (the OpenTelemetry
+            contrib instrumentors). Env: ``OBSKIT_HTTP_INSTRUMENTATION``.
         log_level: lowest level exported over OTLP. Env: ``OBSKIT_LOG_LEVEL``.
         capture_headers: headers recorded on server spans (opt-in). Env: ``OBSKIT_CAPTURE_HEADERS``.
         capture_query: record query strings on server spans (opt-in). Env: ``OBSKIT_CAPTURE_QUERY``.

@@ -337,6 +337,9 @@ SETTINGS_TABLE: Final[tuple[Setting, ...]] = (
             "seconds", "Deadline of shutdown()'s final flush, at exit and on SIGTERM.", "10"),
     Setting("auto_instrument", "OBSKIT_AUTO_INSTRUMENT", _bool, True, "bool",
             "Instrument Flask and FastAPI apps created after init().", "false"),
+    Setting("http_instrumentation", "OBSKIT_HTTP_INSTRUMENTATION", _choice("obskit", "contrib"), "obskit", "enum",
+            "What makes server spans and HTTP metrics: obskit's lean middleware, or the OpenTelemetry contrib "
+            "instrumentors (same names and attributes, several times the cost per request).", "contrib"),
     Setting("log_level", "OBSKIT_LOG_LEVEL", _log_level, logging.INFO, "level",
             "Lowest level of log records exported over OTLP.", "WARNING"),
     Setting("capture_headers", "OBSKIT_CAPTURE_HEADERS", _list, (), "list",

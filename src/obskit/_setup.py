@@ -396,6 +396,7 @@ def _build(settings: Settings, arguments: Mapping[str, Any], capture: Any = None
             meter_provider=guarded,
             excluded_urls=settings.excluded_urls,
             auto=settings.auto_instrument,
+            middleware=settings.http_instrumentation,
         )
     )
 

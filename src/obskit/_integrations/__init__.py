@@ -32,6 +32,8 @@ class Target:
     meter_provider: Any
     excluded_urls: tuple[str, ...]
     auto: bool
+    # "obskit": the integration's lean middleware; "contrib": the OpenTelemetry contrib instrumentor.
+    middleware: str = "obskit"
 
 
 _target: Target | None = None
@@ -57,7 +59,9 @@ def _framework_of(app: Any) -> str | None:
 def _instrument(app: Any, framework: str, target: Target) -> bool:
     if getattr(app, "_is_instrumented_by_opentelemetry", False):
         return False
-    _integration(framework).instrument(app, target.tracer_provider, target.meter_provider, target.excluded_urls)
+    _integration(framework).instrument(
+        app, target.tracer_provider, target.meter_provider, target.excluded_urls, target.middleware
+    )
     return True
 
 

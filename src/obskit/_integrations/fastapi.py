@@ -24,7 +24,13 @@ def is_app(app: Any) -> bool:
     return isinstance(app, fastapi.FastAPI)
 
 
-def instrument(app: Any, tracer_provider: Any, meter_provider: Any, excluded_urls: tuple[str, ...]) -> None:
+def instrument(
+    app: Any,
+    tracer_provider: Any,
+    meter_provider: Any,
+    excluded_urls: tuple[str, ...],
+    middleware: str = "contrib",
+) -> None:
     try:
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
     except ImportError:

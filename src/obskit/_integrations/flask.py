@@ -18,7 +18,13 @@ def is_app(app: Any) -> bool:
     return isinstance(app, flask.Flask)
 
 
-def instrument(app: Any, tracer_provider: Any, meter_provider: Any, excluded_urls: tuple[str, ...]) -> None:
+def instrument(
+    app: Any,
+    tracer_provider: Any,
+    meter_provider: Any,
+    excluded_urls: tuple[str, ...],
+    middleware: str = "contrib",
+) -> None:
     try:
         from opentelemetry.instrumentation.flask import FlaskInstrumentor
     except ImportError:
