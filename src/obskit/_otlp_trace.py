@@ -1,0 +1,428 @@
+"""An OTLP ``ExportTraceServiceRequest`` encoder that writes the protobuf wire format directly.
+
+Its output is byte-identical to ``encode_spans(spans).SerializeToString()`` of
+``opentelemetry.exporter.otlp.proto.common._internal.trace_encoder`` (1.45): the same grouping (resource, then
+instrumentation scope, by equality, in first-seen order), the same fields (e.g. a link's trace_state is not sent,
+a span's status always is) and upb's field-number order. It is several times cheaper because it builds no message
+objects and reuses the encoding of what repeats: resources, scopes and small attribute pairs.
+
+Anything it does not handle (a value of another type, an int outside int64, a string that is not valid UTF-8...)
+raises :class:`UnsupportedSpanData`; the caller then uses the SDK's encoder, which also owns the SDK's handling of
+invalid values (logging and skipping the attribute).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import Span as SdkSpan
+from opentelemetry.sdk.util import BoundedList
+from opentelemetry.trace import SpanKind
+from opentelemetry.trace.status import StatusCode
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+    from opentelemetry.trace.span import TraceState
+
+__all__ = ["UnsupportedSpanData", "encode_spans"]
+
+
+_T = TypeVar("_T")
+
+
+class UnsupportedSpanData(ValueError):
+    """A span holds something this encoder does not write; encode the batch with the SDK's encoder instead."""
+
+
+_INT64_MIN: Final = -(1 << 63)
+_INT64_MAX: Final = (1 << 63) - 1
+_UINT32_MAX: Final = (1 << 32) - 1
+_MASK64: Final = (1 << 64) - 1
+
+_pack_fixed64 = struct.Struct("<Q").pack
+_pack_double = struct.Struct("<d").pack
+_pack_times = struct.Struct("<BQBQ").pack  # start and end with their one-byte tags
+
+# Per field tag, (key, value, type(value)) -> the tag and KeyValue, for str/bool/int values; cleared when full.
+_KV_CACHE_MAX: Final = 4096
+_KV_CACHE_MAX_STR: Final = 256  # longer values rarely repeat; don't let them pin memory
+_kv_caches: dict[bytes, dict[tuple[str, Any, type], bytes]] = {}
+# Span name -> its encoded field; cleared when full.
+_NAME_CACHE_MAX: Final = 1024
+_name_cache: dict[str, bytes] = {}
+# id(resource or scope) -> (the object, kept alive so the id stays its own; its encoded field).
+_OBJ_CACHE_MAX: Final = 64
+_resource_cache: dict[int, tuple[Any, bytes]] = {}
+_scope_cache: dict[int, tuple[Any, bytes]] = {}
+
+_VARINT_1: Final = tuple(bytes((i,)) for i in range(128))
+
+
+def _varint(n: int) -> bytes:
+    """A non-negative integer as a base-128 varint."""
+    if n < 0x80:
+        return _VARINT_1[n]
+    if n < 0x4000:
+        return bytes((n & 0x7F | 0x80, n >> 7))
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _tag(field: int, wire_type: int) -> bytes:
+    return _varint(field << 3 | wire_type)
+
+
+_VARINT, _FIXED64, _LEN, _FIXED32 = 0, 1, 2, 5
+
+# ExportTraceServiceRequest / ResourceSpans / ScopeSpans
+_T_RESOURCE_SPANS: Final = _tag(1, _LEN)
+_T_RS_RESOURCE: Final = _tag(1, _LEN)
+_T_RS_SCOPE_SPANS: Final = _tag(2, _LEN)
+_T_RS_SCHEMA_URL: Final = _tag(3, _LEN)
+_T_SS_SCOPE: Final = _tag(1, _LEN)
+_T_SS_SPAN: Final = _tag(2, _LEN)
+_T_SS_SCHEMA_URL: Final = _tag(3, _LEN)
+# Resource / InstrumentationScope
+_T_RESOURCE_ATTR: Final = _tag(1, _LEN)
+_T_SCOPE_NAME: Final = _tag(1, _LEN)
+_T_SCOPE_VERSION: Final = _tag(2, _LEN)
+_T_SCOPE_ATTR: Final = _tag(3, _LEN)
+# Span
+_T_TRACE_ID: Final = _tag(1, _LEN) + b"\x10"  # with the length: ids are always 16 and 8 bytes
+_T_SPAN_ID: Final = _tag(2, _LEN) + b"\x08"
+_T_TRACE_STATE: Final = _tag(3, _LEN)
+_T_PARENT_SPAN_ID: Final = _tag(4, _LEN) + b"\x08"
+_T_NAME: Final = _tag(5, _LEN)
+_T_START: Final = _tag(7, _FIXED64)
+_T_END: Final = _tag(8, _FIXED64)
+_T_START_BYTE: Final = _T_START[0]
+_T_END_BYTE: Final = _T_END[0]
+_T_ATTR: Final = _tag(9, _LEN)
+_T_DROPPED_ATTRS: Final = _tag(10, _VARINT)
+_T_EVENT: Final = _tag(11, _LEN)
+_T_DROPPED_EVENTS: Final = _tag(12, _VARINT)
+_T_LINK: Final = _tag(13, _LEN)
+_T_DROPPED_LINKS: Final = _tag(14, _VARINT)
+_T_STATUS: Final = _tag(15, _LEN)
+_T_FLAGS: Final = _tag(16, _FIXED32)
+# Span.Event
+_T_EVENT_TIME: Final = _tag(1, _FIXED64)
+_T_EVENT_NAME: Final = _tag(2, _LEN)
+_T_EVENT_ATTR: Final = _tag(3, _LEN)
+_T_EVENT_DROPPED: Final = _tag(4, _VARINT)
+# Span.Link
+_T_LINK_TRACE_ID: Final = _T_TRACE_ID
+_T_LINK_SPAN_ID: Final = _T_SPAN_ID
+_T_LINK_ATTR: Final = _tag(4, _LEN)
+_T_LINK_DROPPED: Final = _tag(5, _VARINT)
+_T_LINK_FLAGS: Final = _tag(6, _FIXED32)
+# Status
+_T_STATUS_MESSAGE: Final = _tag(2, _LEN)
+_T_STATUS_CODE: Final = _tag(3, _VARINT)
+# KeyValue / AnyValue / ArrayValue / KeyValueList
+_T_KV_KEY: Final = _tag(1, _LEN)
+_T_KV_VALUE: Final = _tag(2, _LEN)
+_T_STRING: Final = _tag(1, _LEN)
+_T_BOOL: Final = _tag(2, _VARINT)
+_T_INT: Final = _tag(3, _VARINT)
+_T_DOUBLE: Final = _tag(4, _FIXED64)
+_T_ARRAY: Final = _tag(5, _LEN)
+_T_KVLIST: Final = _tag(6, _LEN)
+_T_BYTES: Final = _tag(7, _LEN)
+_T_LIST_ITEM: Final = _tag(1, _LEN)  # ArrayValue.values and KeyValueList.values
+
+# SpanFlags: the SDK always says whether the parent (or linked) context is remote.
+_HAS_IS_REMOTE: Final = 0x100
+_IS_REMOTE: Final = 0x200
+_FLAGS_LOCAL: Final = _T_FLAGS + struct.pack("<I", _HAS_IS_REMOTE)
+_FLAGS_REMOTE: Final = _T_FLAGS + struct.pack("<I", _HAS_IS_REMOTE | _IS_REMOTE)
+_LINK_FLAGS_LOCAL: Final = _T_LINK_FLAGS + struct.pack("<I", _HAS_IS_REMOTE)
+_LINK_FLAGS_REMOTE: Final = _T_LINK_FLAGS + struct.pack("<I", _HAS_IS_REMOTE | _IS_REMOTE)
+
+# The OTLP enum is the API's value + 1 (0 is SPAN_KIND_UNSPECIFIED).
+# Keyed by id(): an Enum's __hash__ is a Python call.
+_KIND: Final[dict[int, bytes]] = {id(kind): _tag(6, _VARINT) + _varint(kind.value + 1) for kind in SpanKind}
+# A status without description, the common case: the field is always present, even when empty (UNSET).
+_STATUS_NO_MESSAGE: Final[dict[int, bytes]] = {
+    id(code): _T_STATUS + (_varint(len(body)) + body)
+    for code in StatusCode
+    for body in [_T_STATUS_CODE + _varint(code.value) if code.value else b""]
+}
+
+
+def _ld(tag: bytes, payload: bytes) -> bytes:
+    """A length-delimited field."""
+    return tag + _varint(len(payload)) + payload
+
+
+def _string(tag: bytes, value: str) -> bytes:
+    data = value.encode("utf-8")  # a lone surrogate raises UnicodeEncodeError: the SDK's encoder decides
+    return tag + _varint(len(data)) + data
+
+
+def _uint32(tag: bytes, value: int) -> bytes:
+    if not 0 <= value <= _UINT32_MAX:
+        raise UnsupportedSpanData(f"uint32 out of range: {value}")
+    return tag + _varint(value)
+
+
+def _any_value(value: Any) -> bytes:
+    """The body of an AnyValue, with the SDK encoder's type tests in its order."""
+    if value is None:
+        return b""
+    if isinstance(value, bool):
+        return b"\x10\x01" if value else b"\x10\x00"
+    if isinstance(value, str):
+        return _string(_T_STRING, value)
+    if isinstance(value, int):
+        if not _INT64_MIN <= value <= _INT64_MAX:
+            raise UnsupportedSpanData("int outside int64")
+        return _T_INT + _varint(value & _MASK64)
+    if isinstance(value, float):
+        return _T_DOUBLE + _pack_double(value)
+    if isinstance(value, bytes):
+        return _ld(_T_BYTES, value)
+    if isinstance(value, Sequence):
+        return _ld(_T_ARRAY, b"".join([_ld(_T_LIST_ITEM, _any_value(item)) for item in value]))
+    if isinstance(value, Mapping):
+        return _ld(_T_KVLIST, b"".join([_T_LIST_ITEM + _key_value(str(k), v) for k, v in value.items()]))
+    raise UnsupportedSpanData(f"attribute value of type {type(value).__name__}")
+
+
+def _key_value(key: str, value: Any) -> bytes:
+    """A KeyValue with its length prefix (the caller writes the tag)."""
+    body = (_string(_T_KV_KEY, key) if key else b"") + _ld(_T_KV_VALUE, _any_value(value))
+    return _varint(len(body)) + body
+
+
+def _attributes(parts: list[bytes], tag: bytes, attributes: Mapping[str, Any] | None) -> None:
+    """Append one ``tag`` + KeyValue per attribute, reusing the encoding of small repeated pairs."""
+    if type(attributes) is BoundedAttributes:
+        attributes = attributes._dict  # its public items() makes a Python call per item
+    if not attributes:
+        return
+    cache = _kv_caches.get(tag)
+    if cache is None:
+        cache = _kv_caches[tag] = {}
+    append = parts.append
+    for key, value in attributes.items():
+        kind = type(value)
+        if (kind is str and len(value) <= _KV_CACHE_MAX_STR) or kind is int or kind is bool:
+            cache_key = (key, value, kind)  # with the type: True == 1
+            encoded = cache.get(cache_key)
+            if encoded is None:
+                encoded = tag + _key_value(key, value)
+                if len(cache) >= _KV_CACHE_MAX:
+                    cache.clear()
+                cache[cache_key] = encoded
+        else:
+            encoded = tag + _key_value(key, value)
+        append(encoded)
+
+
+def _cached(cache: dict[int, tuple[Any, bytes]], obj: _T, encode: Callable[[_T], bytes]) -> bytes:
+    """``encode(obj)``, remembered by the object's identity (keeping it alive, so the id stays its own)."""
+    cached = cache.get(id(obj))
+    if cached is not None and cached[0] is obj:
+        return cached[1]
+    encoded = encode(obj)
+    if len(cache) >= _OBJ_CACHE_MAX:
+        cache.clear()
+    cache[id(obj)] = (obj, encoded)
+    return encoded
+
+
+def _resource_field(resource: Resource) -> bytes:
+    """ResourceSpans.resource: the resource's attributes (the SDK sends no dropped count)."""
+    parts: list[bytes] = []
+    _attributes(parts, _T_RESOURCE_ATTR, resource.attributes)
+    return _ld(_T_RS_RESOURCE, b"".join(parts))
+
+
+def _scope_field(scope: InstrumentationScope | None) -> bytes:
+    """ScopeSpans.scope, present even when there is no scope."""
+    parts: list[bytes] = []
+    if scope is not None:
+        if scope.name:
+            parts.append(_string(_T_SCOPE_NAME, scope.name))
+        if scope.version:
+            parts.append(_string(_T_SCOPE_VERSION, scope.version))
+        _attributes(parts, _T_SCOPE_ATTR, scope.attributes)
+    return _ld(_T_SS_SCOPE, b"".join(parts))
+
+
+def _trace_state(trace_state: TraceState) -> bytes:
+    return _string(_T_TRACE_STATE, ",".join([f"{key}={value}" for key, value in trace_state.items()]))
+
+
+def _events(parts: list[bytes], events: Sequence[Any]) -> None:
+    for event in events:
+        body: list[bytes] = []
+        if event.timestamp:
+            body.append(_T_EVENT_TIME + _pack_fixed64(event.timestamp))
+        if event.name:
+            body.append(_string(_T_EVENT_NAME, event.name))
+        _attributes(body, _T_EVENT_ATTR, event.attributes)
+        dropped = event.dropped_attributes
+        if dropped:
+            body.append(_uint32(_T_EVENT_DROPPED, dropped))
+        parts.append(_ld(_T_EVENT, b"".join(body)))
+
+
+def _links(parts: list[bytes], links: Sequence[Any]) -> None:
+    for link in links:
+        context = link.context
+        body = [
+            _T_LINK_TRACE_ID,
+            context.trace_id.to_bytes(16, "big"),
+            _T_LINK_SPAN_ID,
+            context.span_id.to_bytes(8, "big"),
+        ]
+        _attributes(body, _T_LINK_ATTR, link.attributes)
+        dropped = link.dropped_attributes
+        if dropped:
+            body.append(_uint32(_T_LINK_DROPPED, dropped))
+        body.append(_LINK_FLAGS_REMOTE if context and context.is_remote else _LINK_FLAGS_LOCAL)
+        parts.append(_ld(_T_LINK, b"".join(body)))
+
+
+def _items(items: Any) -> tuple[Sequence[Any], int]:
+    """A span's events or links and their dropped count, as its ``events``/``dropped_events`` properties say."""
+    if type(items) is BoundedList:
+        return items._dq, items.dropped  # type: ignore[attr-defined]  # its iterator copies the deque under a lock
+    if isinstance(items, BoundedList):
+        return tuple(items), items.dropped
+    return tuple(items), 0
+
+
+# The span classes whose public accessors are plain reads of the private fields _span() reads directly (the
+# properties cost a call each, and ``attributes``/``events``/``links`` wrap or copy): the SDK's ReadableSpan and
+# Span, and subclasses that override none of them. Another class makes the batch go to the SDK's encoder.
+_ACCESSORS: Final = (
+    "name", "kind", "parent", "start_time", "end_time", "attributes", "events", "links", "status", "resource",
+    "instrumentation_scope", "dropped_attributes", "dropped_events", "dropped_links",
+)  # fmt: skip
+_fast_classes: dict[type, bool] = {}
+
+
+def _is_fast(cls: type) -> bool:
+    fast = _fast_classes.get(cls)
+    if fast is None:
+        fast = _fast_classes[cls] = (
+            issubclass(cls, ReadableSpan)
+            and all(getattr(cls, name, None) is getattr(ReadableSpan, name) for name in _ACCESSORS)
+            and cls.get_span_context in (ReadableSpan.get_span_context, SdkSpan.get_span_context)
+        )
+    return fast
+
+
+def _span(span: ReadableSpan) -> bytes:
+    """The body of one Span message, fields in field-number order (flags, 16, last)."""
+    context: Any = span._context
+    trace_id, span_id, _, _, trace_state, _ = context  # SpanContext is a 6-tuple
+    parts = [_T_TRACE_ID, trace_id.to_bytes(16, "big"), _T_SPAN_ID, span_id.to_bytes(8, "big")]
+    if trace_state:  # the SDK writes "" (nothing) for an empty one
+        parts.append(_trace_state(trace_state))
+    parent = span._parent
+    if parent:
+        parts.append(_T_PARENT_SPAN_ID)
+        parts.append(parent.span_id.to_bytes(8, "big"))
+    name = span._name
+    if name:
+        encoded = _name_cache.get(name)
+        if encoded is None:
+            encoded = _string(_T_NAME, name)
+            if len(_name_cache) >= _NAME_CACHE_MAX:
+                _name_cache.clear()
+            _name_cache[name] = encoded
+        parts.append(encoded)
+    parts.append(_KIND[id(span._kind)])
+    start = span._start_time
+    end = span._end_time
+    if start and end:
+        parts.append(_pack_times(_T_START_BYTE, start, _T_END_BYTE, end))
+    else:
+        if start:
+            parts.append(_T_START + _pack_fixed64(start))
+        if end:
+            parts.append(_T_END + _pack_fixed64(end))
+    attributes = span._attributes
+    _attributes(parts, _T_ATTR, attributes)
+    if isinstance(attributes, BoundedAttributes) and attributes.dropped:
+        parts.append(_uint32(_T_DROPPED_ATTRS, attributes.dropped))
+    events, dropped = _items(span._events)
+    if events:
+        _events(parts, events)
+    if dropped:
+        parts.append(_uint32(_T_DROPPED_EVENTS, dropped))
+    links, dropped = _items(span._links)
+    if links:
+        _links(parts, links)
+    if dropped:
+        parts.append(_uint32(_T_DROPPED_LINKS, dropped))
+    status = span._status
+    if status is not None:
+        description = status.description
+        if description:
+            code = status.status_code.value
+            body = _string(_T_STATUS_MESSAGE, description) + (_T_STATUS_CODE + _varint(code) if code else b"")
+            parts.append(_ld(_T_STATUS, body))
+        else:
+            parts.append(_STATUS_NO_MESSAGE[id(status.status_code)])
+    parts.append(_FLAGS_REMOTE if parent and parent.is_remote else _FLAGS_LOCAL)
+    return b"".join(parts)
+
+
+def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
+    """The serialized ``ExportTraceServiceRequest`` for ``spans``; raises :class:`UnsupportedSpanData`."""
+    try:
+        return _encode(spans)
+    except UnsupportedSpanData:
+        raise
+    except Exception as exc:  # e.g. a non-str key, an out-of-range timestamp (struct.error), a lone surrogate
+        raise UnsupportedSpanData(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _encode(spans: Sequence[ReadableSpan]) -> bytes:
+    # (resource, scope) -> encoded spans: the SDK groups by equality (a dict keyed by the objects), which costs a
+    # hash of the resource's attributes; by identity first, the equality lookup happens once per distinct object.
+    groups: dict[Resource, dict[InstrumentationScope | None, list[bytes]]] = {}
+    by_identity: dict[tuple[int, int], list[bytes]] = {}
+    for span in spans:
+        if not _is_fast(type(span)):
+            raise UnsupportedSpanData(f"span class {type(span).__name__}")
+        resource = span._resource
+        scope = span._instrumentation_scope or None
+        identity = (id(resource), id(scope))
+        encoded = by_identity.get(identity)
+        if encoded is None:
+            encoded = groups.setdefault(resource, {}).setdefault(scope, [])
+            by_identity[identity] = encoded
+        body = _span(span)
+        encoded.append(_T_SS_SPAN + _varint(len(body)))
+        encoded.append(body)
+
+    out: list[bytes] = []
+    for resource, scopes in groups.items():
+        resource_spans = [_cached(_resource_cache, resource, _resource_field)]
+        for scope, encoded in scopes.items():
+            scope_spans = b"".join([_cached(_scope_cache, scope, _scope_field), *encoded])
+            if scope is not None and scope.schema_url:
+                scope_spans += _string(_T_SS_SCHEMA_URL, scope.schema_url)
+            resource_spans.append(_T_RS_SCOPE_SPANS + _varint(len(scope_spans)))
+            resource_spans.append(scope_spans)
+        if resource.schema_url:
+            resource_spans.append(_string(_T_RS_SCHEMA_URL, resource.schema_url))
+        body = b"".join(resource_spans)
+        out.append(_T_RESOURCE_SPANS + _varint(len(body)))
+        out.append(body)
+    return b"".join(out)
