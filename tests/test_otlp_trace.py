@@ -1,0 +1,446 @@
+"""obskit's direct OTLP trace encoder: byte-identical to the SDK's encoder, its fallback, and the real pipeline."""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.common._internal.trace_encoder import encode_spans as sdk_encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, TraceFlags, TraceState
+from opentelemetry.trace.status import Status, StatusCode
+
+import obskit
+from obskit import _otlp_trace
+from obskit._buffer import _span_payload
+from obskit._otlp_trace import UnsupportedSpanData, encode_spans
+from obskit._receiver import _attrs as decoded_attributes
+from obskit.testing import OtlpReceiver
+
+
+class Color(enum.IntEnum):
+    RED = 7
+
+
+class Mode(enum.StrEnum):
+    FAST = "fast"
+
+
+# Every kind of attribute value a span can hold after the SDK's cleaning.
+VALUES: dict[str, Any] = {
+    "str": "fraud-xgb",
+    "empty_str": "",
+    "unicode": "héllo ☃ 𝄞 日本",
+    "long_str": "x" * 300,  # past the pair cache's length limit
+    "longer_str": "y" * 20_000,  # a 3-byte length varint
+    "true": True,
+    "false": False,
+    "zero": 0,
+    "one": 1,
+    "negative": -1,
+    "int64_max": 2**63 - 1,
+    "int64_min": -(2**63),
+    "large": 2**40 + 3,
+    "int_enum": Color.RED,
+    "str_enum": Mode.FAST,
+    "float": 0.25,
+    "negative_zero": -0.0,
+    "inf": math.inf,
+    "negative_inf": -math.inf,
+    "nan": math.nan,
+    "bytes": b"\x00\xff\x80",
+    "empty_bytes": b"",
+    "ints": [1, -2, 2**62],
+    "strs": ["a", "", "ü"],
+    "bools": [True, False],
+    "floats": [1.5, math.nan, -math.inf],
+    "empty_list": [],
+    "none": None,
+    "mixed": [1, "a", None, 2.5, [True, b"z"]],
+    "mapping": {"k": 1, "nested": {"a": ["x", 2]}, "empty": {}},
+}
+REMOTE = SpanContext(
+    trace_id=0xF0E1D2C3B4A5968778695A4B3C2D1E0F,
+    span_id=0x0123456789ABCDEF,
+    is_remote=True,
+    trace_flags=TraceFlags(TraceFlags.SAMPLED),
+    trace_state=TraceState([("vendor", "v1"), ("other", "x-y")]),
+)
+LOCAL_LINK = SpanContext(trace_id=5, span_id=6, is_remote=False)
+
+
+class Recorder:
+    """A TracerProvider that keeps its ended spans in memory."""
+
+    def __init__(self, resource: Resource | None = None, limits: SpanLimits | None = None) -> None:
+        self.exporter = InMemorySpanExporter()
+        self.provider = TracerProvider(
+            resource=resource or Resource.create({"service.name": "enc"}), span_limits=limits
+        )
+        self.provider.add_span_processor(SimpleSpanProcessor(self.exporter))
+
+    def tracer(self, name: str = "obskit.test", version: str | None = None, **kwargs: Any) -> trace.Tracer:
+        return self.provider.get_tracer(name, version, **kwargs)
+
+    def spans(self) -> list[ReadableSpan]:
+        return list(self.exporter.get_finished_spans())
+
+
+def sdk_bytes(spans: Sequence[ReadableSpan]) -> bytes:
+    return bytes(sdk_encode_spans(spans).SerializeToString())
+
+
+def assert_identical(spans: Sequence[ReadableSpan]) -> bytes:
+    """obskit's encoding of ``spans`` equals the SDK's, byte for byte (twice: with cold and with warm caches)."""
+    expected = sdk_bytes(spans)
+    assert encode_spans(spans) == expected
+    assert encode_spans(spans) == expected
+    return expected
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equality in which NaN equals NaN and sequences compare as lists."""
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a):
+        return math.isnan(b)
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, Sequence) and not isinstance(a, (str, bytes)):
+        return isinstance(b, list) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    return (type(a) is type(b) and a == b) or (isinstance(a, enum.Enum) and a.value == b)
+
+
+@pytest.fixture
+def rec() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture(autouse=True)
+def _cold_caches() -> None:
+    """Each test starts with obskit's encoder caches empty, so a cache hit cannot hide a wrong first encoding."""
+    _otlp_trace._kv_caches.clear()
+    _otlp_trace._name_cache.clear()
+    _otlp_trace._resource_cache.clear()
+    _otlp_trace._scope_cache.clear()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Byte identity with the SDK's encoder.
+
+
+def test_empty_batch_is_an_empty_request() -> None:
+    assert encode_spans([]) == sdk_bytes([]) == b""
+
+
+@pytest.mark.parametrize("key", list(VALUES))
+def test_each_attribute_value_kind(rec: Recorder, key: str) -> None:
+    """One span per value kind, as a span, event, link and scope attribute."""
+    value = VALUES[key]
+    with rec.tracer(attributes={key: value}).start_as_current_span(
+        f"value {key}", attributes={key: value}, links=[Link(LOCAL_LINK, {key: value})]
+    ) as span:
+        span.add_event("e", {key: value})
+    spans = rec.spans()
+    assert len(spans) == 1
+    assert_identical(spans)
+
+
+def test_all_attribute_kinds_in_one_span_decode_to_the_values(rec: Recorder) -> None:
+    with rec.tracer().start_as_current_span("all", attributes=VALUES):
+        pass
+    (span,) = rec.spans()
+    request = ExportTraceServiceRequest.FromString(assert_identical([span]))
+    (decoded,) = request.resource_spans[0].scope_spans[0].spans
+    attributes = decoded_attributes(decoded.attributes)
+    assert list(attributes) == list(VALUES)
+    mismatched = [k for k, v in VALUES.items() if not same(v, attributes[k])]
+    assert mismatched == []
+    assert math.copysign(1.0, attributes["negative_zero"]) == -1.0
+
+
+def test_bool_and_int_of_equal_value_stay_distinct(rec: Recorder) -> None:
+    """True == 1 and hash(True) == hash(1): the pair cache must not serve one for the other."""
+    tracer = rec.tracer()
+    for value in (True, 1, 1.0, False, 0, "1"):
+        with tracer.start_as_current_span("eq", attributes={"x": value}):
+            pass
+    request = ExportTraceServiceRequest.FromString(assert_identical(rec.spans()))
+    decoded = [decoded_attributes(s.attributes)["x"] for s in request.resource_spans[0].scope_spans[0].spans]
+    assert [type(v) for v in decoded] == [bool, int, float, bool, int, str]
+
+
+def test_every_kind_and_status(rec: Recorder) -> None:
+    tracer = rec.tracer()
+    statuses = [
+        None,
+        Status(StatusCode.OK),
+        Status(StatusCode.ERROR),
+        Status(StatusCode.ERROR, "model exploded: ünïcode"),
+        Status(StatusCode.UNSET),
+    ]
+    for kind in SpanKind:
+        for status in statuses:
+            with tracer.start_as_current_span(f"{kind.name} {status}", kind=kind) as span:
+                if status is not None:
+                    span.set_status(status)
+    with (
+        pytest.raises(ValueError, match="bad input"),
+        tracer.start_as_current_span("raises"),
+    ):  # error status, exception event
+        raise ValueError("bad input")
+    spans = rec.spans()
+    assert len(spans) == len(SpanKind) * len(statuses) + 1
+    request = ExportTraceServiceRequest.FromString(assert_identical(spans))
+    decoded = request.resource_spans[0].scope_spans[0].spans
+    assert [s.kind for s in decoded][: len(statuses) + 1] == [1] * len(statuses) + [2]  # INTERNAL, then SERVER
+    assert decoded[-1].status.message == "ValueError: bad input"
+    assert decoded[-1].events[0].name == "exception"
+
+
+def test_parents_trace_state_and_flags(rec: Recorder) -> None:
+    """Root, local child, child of a remote parent (inheriting its trace state): parent ids and the flag bits."""
+    tracer = rec.tracer()
+    with tracer.start_as_current_span("root"), tracer.start_as_current_span("local child"):
+        pass
+    with tracer.start_as_current_span("remote child", context=trace.set_span_in_context(NonRecordingSpan(REMOTE))):
+        pass
+    spans = {s.name: s for s in rec.spans()}
+    request = ExportTraceServiceRequest.FromString(assert_identical(list(spans.values())))
+    decoded = {s.name: s for s in request.resource_spans[0].scope_spans[0].spans}
+    assert decoded["root"].parent_span_id == b""
+    assert decoded["root"].flags == 0x100
+    assert decoded["local child"].parent_span_id == decoded["root"].span_id
+    assert decoded["local child"].flags == 0x100
+    assert decoded["remote child"].parent_span_id == REMOTE.span_id.to_bytes(8, "big")
+    assert decoded["remote child"].trace_id == REMOTE.trace_id.to_bytes(16, "big")
+    assert decoded["remote child"].trace_state == "vendor=v1,other=x-y"
+    assert decoded["remote child"].flags == 0x300
+
+
+def test_events_and_links(rec: Recorder) -> None:
+    tracer = rec.tracer()
+    links = [
+        Link(REMOTE, {"link.kind": "follows", "n": 3}),  # a trace_state the SDK's encoder does not send
+        Link(LOCAL_LINK),
+        Link(SpanContext(trace_id=0, span_id=0, is_remote=False), {"only": "attributes"}),  # invalid, kept
+    ]
+    with tracer.start_as_current_span("with links and events", links=links) as span:
+        span.add_event("no attributes")
+        span.add_event("attributes", {"model.stage": "inference", "scores": [0.1, 0.9]})
+        span.add_event("", {"unnamed": True}, timestamp=0)
+        span.add_event("explicit time", timestamp=1_700_000_000_123_456_789)
+    (span_data,) = rec.spans()
+    request = ExportTraceServiceRequest.FromString(assert_identical([span_data]))
+    (decoded,) = request.resource_spans[0].scope_spans[0].spans
+    assert [e.name for e in decoded.events] == ["no attributes", "attributes", "", "explicit time"]
+    assert decoded.events[2].time_unix_nano == 0
+    assert [link.flags for link in decoded.links] == [0x300, 0x100, 0x100]
+    assert decoded.links[0].trace_state == ""
+    assert {kv.key for kv in decoded.links[0].attributes} == {"link.kind", "n"}
+
+
+def test_dropped_counts_and_truncation_from_limits() -> None:
+    limits = SpanLimits(
+        max_span_attributes=2,
+        max_events=2,
+        max_links=1,
+        max_event_attributes=1,
+        max_link_attributes=1,
+        max_span_attribute_length=4,
+    )
+    rec = Recorder(limits=limits)
+    links = [Link(REMOTE), Link(LOCAL_LINK, {"a": 1, "b": 2})]  # the newest link is kept
+    with rec.tracer().start_as_current_span("limited", attributes={"a": "long value", "b": 2}, links=links) as span:
+        span.set_attributes({"c": 3, "d": [1, 2, 3]})
+        for i in range(4):
+            span.add_event(f"e{i}", {"x": i, "y": i})
+    (span_data,) = rec.spans()
+    request = ExportTraceServiceRequest.FromString(assert_identical([span_data]))
+    (decoded,) = request.resource_spans[0].scope_spans[0].spans
+    assert (decoded.dropped_attributes_count, decoded.dropped_events_count, decoded.dropped_links_count) == (2, 2, 1)
+    assert decoded.events[0].dropped_attributes_count == 1
+    assert decoded.links[0].dropped_attributes_count == 1
+
+
+def test_explicit_and_extreme_timestamps(rec: Recorder) -> None:
+    tracer = rec.tracer()
+    tracer.start_span("zero start", start_time=0).end(end_time=5)
+    tracer.start_span("max end", start_time=1).end(end_time=2**64 - 1)
+    assert_identical(rec.spans())
+
+
+def test_grouping_by_resource_then_scope_in_first_seen_order() -> None:
+    """Several resources and scopes, interleaved; equal resources/scopes that are distinct objects group together."""
+    first = Recorder(Resource({"service.name": "a", "n": 1}, schema_url="https://opentelemetry.io/schemas/1.21.0"))
+    second = Recorder(Resource({"service.name": "b"}))
+    twin = Recorder(Resource({"service.name": "a", "n": 1}, schema_url="https://opentelemetry.io/schemas/1.21.0"))
+    assert twin.provider.resource == first.provider.resource
+    assert twin.provider.resource is not first.provider.resource
+    scoped = first.tracer("scope.one", "1.0", schema_url="https://scope/schema", attributes={"scope.attr": True})
+    plain = first.tracer("scope.two")
+    other = second.tracer("", None)
+    twin_scope = twin.tracer("scope.one", "1.0", schema_url="https://scope/schema", attributes={"scope.attr": True})
+    for tracer, name in [(plain, "1"), (other, "2"), (scoped, "3"), (twin_scope, "4"), (plain, "5"), (other, "6")]:
+        tracer.start_span(name).end()
+    spans = sorted(first.spans() + second.spans() + twin.spans(), key=lambda s: int(s.name))
+    request = ExportTraceServiceRequest.FromString(assert_identical(spans))
+    layout = [
+        [(scope.scope.name, [s.name for s in scope.spans]) for scope in resource.scope_spans]
+        for resource in request.resource_spans
+    ]
+    assert layout == [[("scope.two", ["1", "5"]), ("scope.one", ["3", "4"])], [("", ["2", "6"])]]
+    assert request.resource_spans[0].schema_url == "https://opentelemetry.io/schemas/1.21.0"
+    assert request.resource_spans[0].scope_spans[1].schema_url == "https://scope/schema"
+
+
+def test_a_span_without_resource_attributes_scope_or_times() -> None:
+    """A bare ReadableSpan: plain dict attributes, list events, no scope, unset times, no context state."""
+    span = ReadableSpan(
+        name="bare",
+        context=SpanContext(trace_id=1, span_id=2, is_remote=False),
+        attributes={"k": "v", "n": None},
+        events=[Event("e", {"a": 1}, timestamp=3)],
+    )
+    request = ExportTraceServiceRequest.FromString(assert_identical([span]))
+    scope_spans = request.resource_spans[0].scope_spans[0]
+    assert scope_spans.HasField("scope")
+    assert scope_spans.scope.name == ""
+    assert scope_spans.spans[0].start_time_unix_nano == 0
+
+
+def test_a_large_batch_past_the_caches_bounds(rec: Recorder) -> None:
+    """More distinct pairs and names than the caches hold: they are cleared, and the output stays identical."""
+    tracer = rec.tracer()
+    count = 2 * _otlp_trace._KV_CACHE_MAX // 3 + 1
+    for i in range(count):
+        with tracer.start_as_current_span(f"span {i}", attributes={"i": i, "s": str(i), "b": i % 2 == 0}):
+            pass
+    spans = rec.spans()
+    assert_identical(spans)
+    assert all(len(cache) <= _otlp_trace._KV_CACHE_MAX for cache in _otlp_trace._kv_caches.values())
+    assert len(_otlp_trace._name_cache) <= _otlp_trace._NAME_CACHE_MAX
+
+
+def test_caches_survive_across_batches(rec: Recorder) -> None:
+    """Warm caches from one batch give the same bytes for the next, and a new resource is not served an old one."""
+    tracer = rec.tracer()
+    for stage in ("preprocess", "inference", "postprocess"):
+        with tracer.start_as_current_span(stage, attributes={"model.name": "m", "model.stage": stage}):
+            pass
+    assert_identical(rec.spans())
+    other = Recorder(Resource({"service.name": "another"}))
+    with other.tracer().start_as_current_span("inference", attributes={"model.name": "m"}):
+        pass
+    assert_identical(other.spans())
+    assert_identical(rec.spans() + other.spans())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What obskit's encoder does not write: the SDK's encoder takes the batch.
+
+
+class RedactingSpan(ReadableSpan):
+    """A span class that changes what a public accessor returns: its private fields are not what is sent."""
+
+    @property
+    def attributes(self) -> Mapping[str, Any]:
+        return {"redacted": True}
+
+
+def _unsupported_spans(rec: Recorder) -> list[tuple[str, list[ReadableSpan]]]:
+    tracer = rec.tracer()
+    with tracer.start_as_current_span("fine", attributes={"ok": 1}):
+        pass
+    fine = rec.spans()
+    context = SpanContext(trace_id=1, span_id=2, is_remote=False)
+    unknown: Any = {"obj": object(), "ok": 1}  # a plain dict is not cleaned by ReadableSpan
+    return [
+        ("int beyond int64", [*fine, ReadableSpan("big", context, attributes={"big": 2**64, "ok": 1})]),
+        ("unencodable str", [*fine, ReadableSpan("surrogate", context, attributes={"bad": "\ud800", "ok": 1})]),
+        ("unknown type", [*fine, ReadableSpan("object", context, attributes=unknown)]),
+        ("overridden accessor", [*fine, RedactingSpan("redacting", context, attributes={"secret": "s"})]),
+    ]
+
+
+@pytest.mark.parametrize("case", ["int beyond int64", "unencodable str", "unknown type", "overridden accessor"])
+def test_unsupported_data_falls_back_to_the_sdk_encoder(
+    rec: Recorder, case: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    spans = dict(_unsupported_spans(rec))[case]
+    with pytest.raises(UnsupportedSpanData):
+        encode_spans(spans)
+    with caplog.at_level(logging.ERROR):
+        payload = _span_payload(spans)
+    assert payload == sdk_bytes(spans)
+    decoded = ExportTraceServiceRequest.FromString(payload)
+    names = [s.name for rs in decoded.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    assert names == [s.name for s in spans]
+    last = decoded.resource_spans[-1].scope_spans[-1].spans[-1]
+    if case == "overridden accessor":
+        assert [kv.key for kv in last.attributes] == ["redacted"]
+    else:  # the SDK's encoder logs the value it cannot encode and skips that attribute
+        assert [kv.key for kv in last.attributes] == ["ok"]
+        assert any("Failed to encode key" in r.getMessage() for r in caplog.records)
+
+
+def test_the_buffer_uses_obskits_encoder_when_it_can(rec: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
+    def sdk_must_not_run(spans: Sequence[ReadableSpan]) -> Any:
+        raise AssertionError("the SDK's encoder was used")
+
+    monkeypatch.setattr("opentelemetry.exporter.otlp.proto.common.trace_encoder.encode_spans", sdk_must_not_run)
+    with rec.tracer().start_as_current_span("fast", attributes=VALUES):
+        pass
+    assert _span_payload(rec.spans()) == encode_spans(rec.spans())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The real pipeline: obskit.init() -> BatchSpanProcessor -> buffer -> sender -> receiver.
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_spans_exported_by_init_arrive_decoded(
+    receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch, protocol: str
+) -> None:
+    calls: list[int] = []
+    real_encode = _otlp_trace.encode_spans
+
+    def counting(spans: Sequence[ReadableSpan]) -> bytes:
+        payload = real_encode(spans)
+        calls.append(len(spans))
+        return payload
+
+    monkeypatch.setattr(_otlp_trace, "encode_spans", counting)
+    endpoint = receiver.grpc_endpoint if protocol == "grpc" else receiver.http_endpoint
+    handle = obskit.init(endpoint=endpoint, protocol=protocol, service_name="encoder-e2e", system_metrics=False)
+    tracer = trace.get_tracer("encoder.e2e", "2.0")
+    attributes: dict[str, Any] = {
+        "model.name": "fraud-xgb",
+        "model.batch_size": 32,
+        "model.warm": True,
+        "model.threshold": 0.75,
+    }
+    with tracer.start_as_current_span("request", kind=SpanKind.SERVER, attributes={"http.route": "/predict"}):
+        for stage in ("preprocess", "inference", "postprocess"):
+            with tracer.start_as_current_span(f"{stage} fraud-xgb", attributes={**attributes, "model.stage": stage}):
+                pass
+    assert handle.force_flush(5)
+
+    request = receiver.wait_for_span("request", timeout=5)
+    assert request.kind == "SERVER"
+    assert request.attributes["http.route"] == "/predict"
+    assert request.resource["service.name"] == "encoder-e2e"
+    assert request.scope == "encoder.e2e"
+    inference = receiver.wait_for_span("inference fraud-xgb", timeout=5)
+    assert inference.attributes == {**attributes, "model.stage": "inference"}
+    assert inference.parent_span_id == request.span_id
+    assert inference.trace_id == request.trace_id
+    assert len(receiver.spans()) == 4
+    assert sum(calls) >= 4  # the spans went through obskit's encoder (other batches may hold obskit's own)
