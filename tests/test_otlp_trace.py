@@ -343,6 +343,23 @@ def test_caches_survive_across_batches(rec: Recorder) -> None:
     assert_identical(rec.spans() + other.spans())
 
 
+def test_spans_from_obskits_own_tracer_provider() -> None:
+    """Spans as the provider obskit.init() installs makes them (its span class, its resource) take the fast path."""
+    from obskit import testing
+
+    with testing.capture_telemetry() as capture:
+        tracer = trace.get_tracer("obskit.test.capture", "1.0")
+        with tracer.start_as_current_span("request", kind=SpanKind.SERVER, attributes={"http.route": "/p"}) as root:
+            root.add_event("accepted", {"queue.depth": 3})
+            with tracer.start_as_current_span("inference m", attributes={"model.name": "m", "model.batch": [1, 2]}):
+                pass
+            with tracer.start_as_current_span("linked", links=[Link(REMOTE, {"why": "batch"})]) as linked:
+                linked.set_status(Status(StatusCode.ERROR, "late"))
+        spans = capture.spans()
+    assert [s.name for s in spans] == ["inference m", "linked", "request"]
+    assert_identical(spans)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # What obskit's encoder does not write: the SDK's encoder takes the batch.
 

@@ -22,7 +22,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import SpanKind
-from opentelemetry.trace.status import StatusCode
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
+from opentelemetry.trace.status import Status, StatusCode
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
@@ -60,6 +61,7 @@ _OBJ_CACHE_MAX: Final = 64
 _resource_cache: dict[int, tuple[Any, bytes]] = {}
 _scope_cache: dict[int, tuple[Any, bytes]] = {}
 
+_NO_ITEMS: Final[tuple[()]] = ()  # what obskit's lean spans hold until their first event or link
 _VARINT_1: Final = tuple(bytes((i,)) for i in range(128))
 
 
@@ -264,7 +266,9 @@ def _trace_state(trace_state: TraceState) -> bytes:
     return _string(_T_TRACE_STATE, ",".join([f"{key}={value}" for key, value in trace_state.items()]))
 
 
-def _events(parts: list[bytes], events: Sequence[Any]) -> None:
+def _events(parts: list[bytes], span_events: Any) -> None:
+    """The events and dropped_events_count fields."""
+    events, dropped = _items(span_events)
     for event in events:
         body: list[bytes] = []
         if event.timestamp:
@@ -272,13 +276,17 @@ def _events(parts: list[bytes], events: Sequence[Any]) -> None:
         if event.name:
             body.append(_string(_T_EVENT_NAME, event.name))
         _attributes(body, _T_EVENT_ATTR, event.attributes)
-        dropped = event.dropped_attributes
-        if dropped:
-            body.append(_uint32(_T_EVENT_DROPPED, dropped))
+        dropped_attributes = event.dropped_attributes
+        if dropped_attributes:
+            body.append(_uint32(_T_EVENT_DROPPED, dropped_attributes))
         parts.append(_ld(_T_EVENT, b"".join(body)))
+    if dropped:
+        parts.append(_uint32(_T_DROPPED_EVENTS, dropped))
 
 
-def _links(parts: list[bytes], links: Sequence[Any]) -> None:
+def _links(parts: list[bytes], span_links: Any) -> None:
+    """The links and dropped_links_count fields."""
+    links, dropped = _items(span_links)
     for link in links:
         context = link.context
         body = [
@@ -288,11 +296,13 @@ def _links(parts: list[bytes], links: Sequence[Any]) -> None:
             context.span_id.to_bytes(8, "big"),
         ]
         _attributes(body, _T_LINK_ATTR, link.attributes)
-        dropped = link.dropped_attributes
-        if dropped:
-            body.append(_uint32(_T_LINK_DROPPED, dropped))
+        dropped_attributes = link.dropped_attributes
+        if dropped_attributes:
+            body.append(_uint32(_T_LINK_DROPPED, dropped_attributes))
         body.append(_LINK_FLAGS_REMOTE if context and context.is_remote else _LINK_FLAGS_LOCAL)
         parts.append(_ld(_T_LINK, b"".join(body)))
+    if dropped:
+        parts.append(_uint32(_T_DROPPED_LINKS, dropped))
 
 
 def _items(items: Any) -> tuple[Sequence[Any], int]:
@@ -330,12 +340,14 @@ def _span(span: ReadableSpan) -> bytes:
     context: Any = span._context
     trace_id, span_id, _, _, trace_state, _ = context  # SpanContext is a 6-tuple
     parts = [_T_TRACE_ID, trace_id.to_bytes(16, "big"), _T_SPAN_ID, span_id.to_bytes(8, "big")]
-    if trace_state:  # the SDK writes "" (nothing) for an empty one
+    if trace_state is not DEFAULT_TRACE_STATE and trace_state:  # the SDK writes "" (nothing) for an empty one
         parts.append(_trace_state(trace_state))
-    parent = span._parent
+    parent: Any = span._parent
+    parent_remote = False
     if parent:
+        _, parent_id, parent_remote, _, _, _ = parent
         parts.append(_T_PARENT_SPAN_ID)
-        parts.append(parent.span_id.to_bytes(8, "big"))
+        parts.append(parent_id.to_bytes(8, "big"))
     name = span._name
     if name:
         encoded = _name_cache.get(name)
@@ -359,26 +371,25 @@ def _span(span: ReadableSpan) -> bytes:
     _attributes(parts, _T_ATTR, attributes)
     if isinstance(attributes, BoundedAttributes) and attributes.dropped:
         parts.append(_uint32(_T_DROPPED_ATTRS, attributes.dropped))
-    events, dropped = _items(span._events)
-    if events:
+    events = span._events
+    if events is not _NO_ITEMS:  # obskit's lean spans share one empty tuple
         _events(parts, events)
-    if dropped:
-        parts.append(_uint32(_T_DROPPED_EVENTS, dropped))
-    links, dropped = _items(span._links)
-    if links:
+    links = span._links
+    if links is not _NO_ITEMS:
         _links(parts, links)
-    if dropped:
-        parts.append(_uint32(_T_DROPPED_LINKS, dropped))
     status = span._status
     if status is not None:
-        description = status.description
+        if type(status) is Status:
+            code, description = status._status_code, status._description
+        else:
+            code, description = status.status_code, status.description
         if description:
-            code = status.status_code.value
-            body = _string(_T_STATUS_MESSAGE, description) + (_T_STATUS_CODE + _varint(code) if code else b"")
+            value = code.value
+            body = _string(_T_STATUS_MESSAGE, description) + (_T_STATUS_CODE + _varint(value) if value else b"")
             parts.append(_ld(_T_STATUS, body))
         else:
-            parts.append(_STATUS_NO_MESSAGE[id(status.status_code)])
-    parts.append(_FLAGS_REMOTE if parent and parent.is_remote else _FLAGS_LOCAL)
+            parts.append(_STATUS_NO_MESSAGE[id(code)])
+    parts.append(_FLAGS_REMOTE if parent_remote else _FLAGS_LOCAL)
     return b"".join(parts)
 
 
