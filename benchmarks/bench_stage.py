@@ -62,9 +62,22 @@ def noop(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwar
 Cases = dict[str, tuple[Callable[[int], int], Callable[[], None]]]
 
 
+def obskit_tracer_provider() -> TracerProvider:
+    """The tracer provider obskit.init() builds (lean spans, guarded processors, redaction), exporting nowhere."""
+    from opentelemetry.sdk.trace.sampling import DEFAULT_ON
+
+    try:
+        from obskit._setup import make_tracer_provider
+    except ImportError:  # an obskit snapshot from before the lean span path
+        return sdk_tracer_provider()
+    provider = make_tracer_provider(Resource.get_empty(), DEFAULT_ON, capture_query=False)
+    provider.add_span_processor(BatchSpanProcessor(NullExporter()))
+    return provider
+
+
 def build_cases() -> tuple[Cases, list[Any], trace.Tracer]:
     """Each case: (function to call, setup run before its timed loop); also what to shut down, a parent tracer."""
-    obskit_tp = sdk_tracer_provider()
+    obskit_tp = obskit_tracer_provider()
     obskit_reader = InMemoryMetricReader()
     _producer.attach(obskit_reader, _stages.current_registry, Resource.get_empty())  # as init() does
     obskit_mp = MeterProvider(metric_readers=[obskit_reader])

@@ -26,6 +26,16 @@ def _isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         assert not trace.get_current_span().get_span_context().is_valid, "a span leaked out of the test"
 
 
+@pytest.fixture
+def swallowing() -> Iterator[None]:
+    """Internal errors are counted and swallowed, as in production."""
+    previous = _safety.set_reraise(False)
+    try:
+        yield
+    finally:
+        _safety.set_reraise(previous)
+
+
 @pytest.fixture(scope="session")
 def otlp_receiver() -> Iterator[testing.OtlpReceiver]:
     with testing.OtlpReceiver(host="127.0.0.1") as rx:

@@ -100,16 +100,6 @@ def telemetry() -> Iterator[Telemetry]:
         meter_provider.shutdown()
 
 
-@pytest.fixture
-def swallowing() -> Iterator[None]:
-    """Internal errors are counted and swallowed, as in production."""
-    previous = _safety.set_reraise(False)
-    try:
-        yield
-    finally:
-        _safety.set_reraise(previous)
-
-
 def attrs(stage_name: str, name: str = "fraud-xgb", version: str = "3", **extra: Any) -> dict[str, Any]:
     """The attributes of a stage call; ``extra`` for ``error.type`` or ``model.batch_size``."""
     return {"model.name": name, "model.version": version, "model.stage": stage_name, **extra}

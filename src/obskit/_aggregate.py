@@ -56,7 +56,7 @@ class Series:
         self.attributes = attributes
         self._bounds = bounds
         self._counts = [0] * (len(bounds) + 1)
-        self._exemplars: list[ExemplarSample | None] = [None] * (len(bounds) + 1)
+        self._exemplars: list[tuple[float, int, int, int] | None] = [None] * (len(bounds) + 1)
         self._sum = 0.0
         self._min = float("inf")
         self._max = float("-inf")
@@ -73,8 +73,8 @@ class Series:
                 self._min = value
             if value > self._max:
                 self._max = value
-            if trace_id:
-                self._exemplars[index] = ExemplarSample(value, time_ns(), trace_id, span_id)
+            if trace_id:  # a plain tuple here: a frozen dataclass costs ~0.6 µs to build, per traced record
+                self._exemplars[index] = (value, time_ns(), trace_id, span_id)
 
     def snapshot(self) -> SeriesSnapshot | None:
         with self._lock:
@@ -88,7 +88,7 @@ class Series:
                 self._min,
                 self._max,
                 tuple(self._counts),
-                tuple(e for e in self._exemplars if e is not None),
+                tuple(ExemplarSample(*e) for e in self._exemplars if e is not None),
             )
 
 

@@ -17,10 +17,22 @@ from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor, Synchron
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.view import View
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SynchronousMultiSpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace import sampling as sampling_sdk
 
-from . import _aggregate, _buffer, _exporters, _guard, _integrations, _logging, _producer, _resource, _safety, _stages
+from . import (
+    _aggregate,
+    _buffer,
+    _exporters,
+    _guard,
+    _integrations,
+    _logging,
+    _producer,
+    _resource,
+    _safety,
+    _stages,
+    _tracer,
+)
 from . import _semconv as sc
 from ._buffer import ExportBuffer, TelemetryStats
 from ._config import Settings, load_settings
@@ -274,6 +286,21 @@ def _propagator(settings: Settings) -> Any:
     return CompositePropagator(chosen)
 
 
+def make_tracer_provider(resource: Resource, sampler: sampling_sdk.Sampler, *, capture_query: bool) -> TracerProvider:
+    """The tracer provider of ``init()`` before any exporting processor: lean spans, guarded processors, redaction."""
+    # shutdown_on_exit=False: obskit's own at-exit hook shuts everything down once, within the deadline; the SDK's
+    # hooks would shut down a second time, unbounded.
+    provider = _tracer.LeanTracerProvider(
+        resource=resource,
+        sampler=sampler,
+        shutdown_on_exit=False,
+        active_span_processor=_tracer.GuardedSpanProcessors(),
+    )
+    # First, so that later processors and exporters never see an unredacted URL or credential header.
+    provider.add_span_processor(_http.RedactingSpanProcessor(capture_query=capture_query))
+    return provider
+
+
 def _build(settings: Settings, arguments: Mapping[str, Any], capture: Any = None) -> Handle:
     """Build and install the providers; ``capture`` (testing.CapturedTelemetry) replaces the exporters."""
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
@@ -288,16 +315,7 @@ def _build(settings: Settings, arguments: Mapping[str, Any], capture: Any = None
         metric_reader = _exporters.metric_reader(settings, export_buffer)
         log_exporter = _exporters.log_exporter(settings, export_buffer)
 
-    # shutdown_on_exit=False: obskit's own at-exit hook shuts everything down once, within the deadline; the SDK's
-    # hooks would shut down a second time, unbounded.
-    tracer_provider = TracerProvider(
-        resource=resource,
-        sampler=_sampler(settings),
-        shutdown_on_exit=False,
-        active_span_processor=_GuardedSpanProcessors(),  # type: ignore[no-untyped-call]
-    )
-    # First, so that later processors and exporters never see an unredacted URL or credential header.
-    tracer_provider.add_span_processor(_http.RedactingSpanProcessor(capture_query=_capture_query(settings)))
+    tracer_provider = make_tracer_provider(resource, _sampler(settings), capture_query=_capture_query(settings))
     batch_options: dict[str, Any] = {
         "max_queue_size": settings.bsp_max_queue_size,
         "schedule_delay_millis": settings.bsp_schedule_delay * 1000,
@@ -429,40 +447,8 @@ def _capture_query(settings: Settings) -> bool:
     return bool(settings.capture_query)
 
 
-class _GuardedSpanProcessors(SynchronousMultiSpanProcessor):
-    """The SDK's multi-processor, except that a failing processor is counted and logged once, never raised.
-
-    A span processor runs inside ``span.start()``/``span.end()``, that is inside the application's request: the
-    SDK lets its exceptions through.
-    """
-
-    def on_start(self, span: Any, parent_context: Any = None) -> None:
-        for processor in self._span_processors:
-            try:
-                processor.on_start(span, parent_context=parent_context)
-            except Exception:
-                with _safety.swallow_errors(f"span processor {type(processor).__name__}"):
-                    raise
-
-    def _on_ending(self, span: Any) -> None:
-        for processor in self._span_processors:
-            try:
-                processor._on_ending(span)
-            except Exception:
-                with _safety.swallow_errors(f"span processor {type(processor).__name__}"):
-                    raise
-
-    def on_end(self, span: Any) -> None:
-        for processor in self._span_processors:
-            try:
-                processor.on_end(span)
-            except Exception:
-                with _safety.swallow_errors(f"span processor {type(processor).__name__}"):
-                    raise
-
-
 class _GuardedLogProcessors(SynchronousMultiLogRecordProcessor):
-    """As ``_GuardedSpanProcessors``, for log record processors (they run inside ``logger.info()`` calls)."""
+    """As ``_tracer.GuardedSpanProcessors``, for log record processors (they run inside ``logger.info()`` calls)."""
 
     def on_emit(self, log_record: Any) -> None:
         for processor in self._log_record_processors:

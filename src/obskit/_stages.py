@@ -11,9 +11,10 @@ Only the OpenTelemetry API is used here; the SDK stays in ``_setup``/``_exporter
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
+import itertools
 import operator
-import threading
 from collections.abc import AsyncGenerator, Callable, Generator, Iterator, Mapping
 from contextvars import ContextVar, Token
 from time import perf_counter_ns, time_ns
@@ -129,13 +130,10 @@ def _observe_active(_options: CallbackOptions) -> Iterator[Observation]:
     for resolved in list(binding.resolved):
         key = tuple(sorted(resolved.attrs.items()))
         previous = totals.get(key, (0, resolved.attrs))[0]
-        totals[key] = (previous + resolved.active, resolved.attrs)
+        totals[key] = (previous + resolved.in_progress(), resolved.attrs)
     for value, attrs in totals.values():
         yield Observation(value, attrs)
 
-
-# Guards the in-process active counts (+= is not atomic across threads).
-_active_lock = threading.Lock()
 
 # The one global every decorated call reads; None means "not initialised": call straight through.
 _binding: _Binding | None = None
@@ -178,19 +176,23 @@ class _Resolved:
     """A site's names and attribute dicts under one binding."""
 
     __slots__ = (
-        "active",
         "attrs",
         "batch_series",
         "binding",
         "duration_series",
+        "ended",
         "error_series",
         "span_attrs",
         "span_name",
+        "started",
         "ttfo_series",
     )
 
     def __init__(self, site: _Site, binding: _Binding) -> None:
-        self.active = 0
+        # Calls started and ended: next() on an itertools.count is one C call, atomic under the GIL, where a
+        # lock-protected "active += 1" and "-= 1" cost a quarter of a metrics-only stage call (bench_stage.py).
+        self.started = itertools.count()
+        self.ended = itertools.count()
         name = site.model or binding.model_name or site.func_name
         version = site.version or binding.model_version or _semconv.UNKNOWN_VERSION
         attrs = {
@@ -211,6 +213,11 @@ class _Resolved:
         self.ttfo_series = binding.series(binding.ttfo, attrs)
         self.error_series: dict[type[BaseException], _aggregate.Series] = {}
         binding.resolved.append(self)
+
+    def in_progress(self) -> int:
+        """Calls started and not yet ended (read ended first: never negative, at worst one instant late)."""
+        ended = _count_value(self.ended)
+        return _count_value(self.started) - ended
 
     def series_for_error(self, exc_type: type[BaseException]) -> _aggregate.Series:
         series = self.error_series.get(exc_type)
@@ -260,6 +267,11 @@ class _Call:
 
 # The innermost decorated call running in this context, for set_batch_size().
 _current_call: ContextVar[_Call | None] = ContextVar("obskit_stage_call", default=None)
+
+
+def _count_value(counter: itertools.count[int]) -> int:
+    """The next value of an ``itertools.count()`` without taking it (its repr is ``count(N)``)."""
+    return int(repr(counter)[6:-1])
 
 
 def _internal_error(where: str, exc: Exception) -> None:
@@ -315,8 +327,7 @@ def _open(
                 resolved.span_name, parent, _INTERNAL, resolved.span_attrs, start_time=start_time
             )
             call.ctx = trace.set_span_in_context(span, parent)
-        with _active_lock:
-            resolved.active += 1
+        next(resolved.started)
         call.t0 = perf_counter_ns() if t0 is None else t0
     except Exception as exc:
         if call.span is not None:
@@ -353,7 +364,7 @@ def _close(
         trace_id = span_id = 0
         if span is not None:
             span_context = span.get_span_context()
-            if span_context.trace_flags.sampled:  # exemplars follow the SDK's default trace_based filter
+            if span_context.trace_flags & 1:  # sampled: exemplars follow the SDK's default trace_based filter
                 trace_id, span_id = span_context.trace_id, span_context.span_id
         series = resolved.duration_series if error is None else resolved.series_for_error(type(error))
         series.record(elapsed, trace_id, span_id)
@@ -361,8 +372,7 @@ def _close(
             resolved.batch_series.record(batch, trace_id, span_id)
     except Exception as internal:
         _internal_error("stage end metrics", internal)
-    with _active_lock:
-        resolved.active -= 1
+    next(resolved.ended)
     if span is None:
         return
     try:
@@ -409,11 +419,11 @@ def _first_output(call: _Call) -> None:
 _Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
 
 
-def _sync_wrapper(site: _Site) -> _Wrapper:
-    def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        binding = _binding
-        if binding is None:
-            return wrapped(*args, **kwargs)
+_Runner = Callable[[_Binding, Callable[..., Any], tuple[Any, ...], dict[str, Any]], Any]
+
+
+def _sync_runner(site: _Site) -> _Runner:
+    def run(binding: _Binding, wrapped: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         call = _open(site, binding, args, kwargs)
         if call is None:
             return wrapped(*args, **kwargs)
@@ -428,7 +438,46 @@ def _sync_wrapper(site: _Site) -> _Wrapper:
         _close(call, None, call_token, ctx_token)
         return result
 
+    return run
+
+
+def _sync_wrapper(site: _Site) -> _Wrapper:
+    run = _sync_runner(site)
+
+    def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        binding = _binding
+        if binding is None:
+            return wrapped(*args, **kwargs)
+        return run(binding, wrapped, args, kwargs)
+
     return wrapper
+
+
+def _plain_sync(site: _Site, func: Callable[..., Any]) -> Callable[..., Any]:
+    """A closure instead of a ``wrapt.FunctionWrapper``, for a plain function.
+
+    wrapt's call path alone costs 0.65 µs per call here (bench_stage.py: 0.68 µs against 0.04 µs bare), a closure
+    0.14 µs. Methods keep wrapt, which hands the wrapper the arguments without ``self`` (what a ``batch_size``
+    callable expects).
+    """
+    run = _sync_runner(site)
+
+    @functools.wraps(func)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        binding = _binding
+        if binding is None:
+            return func(*args, **kwargs)
+        return run(binding, func, args, kwargs)
+
+    return call
+
+
+def _is_plain_function(target: object) -> bool:
+    """A function defined at module level or inside a function, not in a class body (then it's a method)."""
+    if not inspect.isfunction(target):
+        return False
+    parts = target.__qualname__.split(".")
+    return len(parts) == 1 or parts[-2] == "<locals>"
 
 
 def _async_wrapper(site: _Site) -> _Wrapper:
@@ -646,6 +695,8 @@ def _decorate(
                 "@contextmanager, directly on the generator function.",
                 stacklevel=stacklevel,
             )
+        if func is target and _is_plain_function(target):
+            return _plain_sync(site, target)
         wrapper = _sync_wrapper(site)
     return wrapt.FunctionWrapper(func, wrapper)
 

@@ -166,16 +166,30 @@ def scrub_attributes(attributes: Mapping[str, Any], *, keep_query: bool) -> dict
 
 
 _KEYS_OF_INTEREST: Final = _URL_KEYS | {_QUERY_KEY}
+# Key sets seen on spans -> whether one of them may need scrubbing. Spans of one kind carry the same keys every
+# time, so this is a dict lookup per span instead of a scan of every key (twice per span: at start and end).
+_needs_scrub: dict[tuple[str, ...], bool] = {}
+_NEEDS_SCRUB_MAX: Final = 1024
+
+
+def _may_need_scrub(keys: tuple[str, ...]) -> bool:
+    known = _needs_scrub.get(keys)
+    if known is None:
+        known = not _KEYS_OF_INTEREST.isdisjoint(keys) or any(".header." in key for key in keys)
+        if len(_needs_scrub) >= _NEEDS_SCRUB_MAX:
+            _needs_scrub.clear()
+        _needs_scrub[keys] = known
+    return known
 
 
 def _scrub(span: Any, keep_query: bool) -> None:
     attributes = getattr(span, "_attributes", None)
-    if not attributes:
+    if attributes is None:
         return
-    # Fast path (every span, twice): C-level checks over a snapshot of the SDK's key storage, no lock taken.
+    # Fast path (every span, twice): a snapshot of the SDK's key storage, no lock taken.
     raw = getattr(attributes, "_dict", None)
-    keys = tuple(raw) if isinstance(raw, dict) else tuple(attributes)
-    if _KEYS_OF_INTEREST.isdisjoint(keys) and ".header." not in "|".join(keys):
+    keys = tuple(raw) if type(raw) is dict else tuple(attributes)
+    if not keys or _needs_scrub.get(keys) is False or not _may_need_scrub(keys):
         return
     changes = scrub_attributes(raw.copy() if isinstance(raw, dict) else attributes, keep_query=keep_query)
     if not changes:

@@ -1,0 +1,324 @@
+"""A cheaper path through the SDK's span lifecycle, for the spans a model server makes on every request.
+
+The SDK's ``Tracer.start_span`` + ``Span.end`` cost ~25 µs per span on the benchmark machine (benchmarks/README.md,
+"Where the time goes"): re-validating every attribute through ``BoundedAttributes`` (also the constant stage
+attributes, on every call), building an event list, a link list and a second ``ReadableSpan`` copy at ``end()``,
+a lock, and a full sampler call for every child span. obskit serves four spans per request, so that was a third
+of the full-telemetry budget before a byte was exported.
+
+What stays the SDK's: the ``TracerProvider`` (resource, sampler, span limits, processors, shutdown), the ``Span``
+class the application and every processor or exporter sees (``_LeanSpan`` is a subclass; nothing reads it
+differently), ids from the provider's id generator. What changes, when it cannot change behaviour:
+
+- Attributes made only of ``str``/``bool``/``int``/``float`` values under the default limits (no value-length
+  limit, within the count limit) are stored as given: the SDK's cleaning would return them unchanged. Anything
+  else takes the SDK's ``BoundedAttributes`` path.
+- A child of a local or remote parent under the default ``parentbased_*`` sampler follows its parent's sampled
+  flag without a sampler call (what ``ParentBased`` with its default delegates decides). Root spans, links and
+  any other sampler go through ``sampler.should_sample`` as before.
+- Events and links lists are created on first use; ``end()`` hands the ended span itself to the processors
+  instead of a ``ReadableSpan`` copy (every mutator of an ended span is already a no-op).
+- The SDK's internal tracer metrics (``OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED``) or a tracer configurator that
+  disables tracers: the SDK's own path, unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from time import time_ns
+from types import MappingProxyType
+from typing import Any, Final
+
+from opentelemetry import trace as trace_api
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import Span as SdkSpan
+from opentelemetry.sdk.trace import SpanProcessor, SynchronousMultiSpanProcessor, Tracer, TracerProvider, sampling
+from opentelemetry.sdk.trace._tracer_metrics import NoOpTracerMetrics
+from opentelemetry.sdk.util import BoundedList
+from opentelemetry.trace import DEFAULT_TRACE_STATE, SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace.status import Status, StatusCode
+from opentelemetry.util import types
+
+from . import _safety
+
+_logger = logging.getLogger("opentelemetry.sdk.trace")  # the SDK's own logger, for the SDK's own warnings
+
+_SIMPLE: Final = frozenset({str, bool, int, float})
+_UNSET_STATUS: Final = Status(StatusCode.UNSET)
+_NO_ITEMS: Final[tuple[()]] = ()
+_SAMPLED: Final = TraceFlags(TraceFlags.SAMPLED)
+_SAMPLED_RANDOM: Final = TraceFlags(TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID)
+_NOT_SAMPLED: Final = TraceFlags(TraceFlags.DEFAULT)
+_NOT_SAMPLED_RANDOM: Final = TraceFlags(TraceFlags.RANDOM_TRACE_ID)
+_new_context = tuple.__new__  # SpanContext is a tuple; its __new__ only re-checks ids we just generated
+_get_current_span = trace_api.get_current_span
+
+
+# Read-only attribute views already found clean (obskit's stage attributes: the same object on every call), kept
+# alive here so that an id is never reused while cached.
+_clean_views: dict[int, Mapping[str, Any]] = {}
+_CLEAN_VIEWS_MAX: Final = 1024
+
+
+def _attributes(attributes: types.Attributes, limits: Any) -> BoundedAttributes:
+    """The span's attribute store: the caller's values as they are when the SDK's cleaning could not change them."""
+    maxlen = limits.max_span_attributes
+    if attributes:
+        if limits.max_span_attribute_length is not None or (maxlen is not None and len(attributes) > maxlen):
+            return BoundedAttributes(
+                maxlen, attributes, immutable=False, max_value_len=limits.max_span_attribute_length
+            )
+        if _clean_views.get(id(attributes)) is not attributes:
+            for key, value in attributes.items():
+                if type(value) not in _SIMPLE or type(key) is not str or not key:
+                    return BoundedAttributes(maxlen, attributes, immutable=False, max_value_len=None)
+            if type(attributes) is MappingProxyType:
+                if len(_clean_views) >= _CLEAN_VIEWS_MAX:
+                    _clean_views.clear()
+                _clean_views[id(attributes)] = attributes
+    store = BoundedAttributes.__new__(BoundedAttributes)
+    store._dict = dict(attributes) if attributes else {}
+    store.maxlen = maxlen
+    store.dropped = 0
+    store.max_value_len = None
+    store._lock = threading.Lock()
+    store._immutable = False
+    return store
+
+
+class _LeanSpan(SdkSpan):
+    """The SDK's span, built without its constructor (see the module docstring); behaves as an SDK ``Span``."""
+
+    # Defaults as class attributes (an instance attribute replaces one when set): fewer stores per span.
+    _end_time = None
+    _events: Any = _NO_ITEMS
+    _links: Any = _NO_ITEMS
+    _status = _UNSET_STATUS
+    _trace_config = None
+    _record_end_metrics = None
+
+    def _add_event(self, event: Any) -> None:
+        with self._lock:
+            if self._end_time is None:
+                events: Any = self._events
+                if events is _NO_ITEMS:
+                    events = self._events = BoundedList(self._limits.max_events)
+                events.append(event)
+                return
+        _logger.warning("Tried calling %s on an ended span.", "_add_event")
+
+    def _add_link(self, link: trace_api.Link) -> None:
+        with self._lock:
+            if self._end_time is None:
+                links: Any = self._links
+                if links is _NO_ITEMS:
+                    links = self._links = BoundedList(self._limits.max_links)
+                links.append(link)
+                return
+        _logger.warning("Tried calling %s on an ended span.", "_add_link")
+
+    def end(self, end_time: int | None = None) -> None:
+        with self._lock:
+            if self._end_time is not None:
+                _logger.warning("Calling end() on an ended span.")
+                return
+            self._end_time = end_time if end_time is not None else time_ns()
+            self._attributes._immutable = True  # type: ignore[union-attr]
+        processor = self._span_processor
+        processor._on_ending(self)
+        processor.on_end(self)
+
+
+def _children_follow_parent(sampler: sampling.Sampler) -> bool:
+    """Whether a child of a valid parent is sampled exactly when its parent is (ParentBased, default delegates)."""
+    if not isinstance(sampler, sampling.ParentBased):
+        return False
+    return (
+        sampler._remote_parent_sampled is sampling.ALWAYS_ON
+        and sampler._remote_parent_not_sampled is sampling.ALWAYS_OFF
+        and sampler._local_parent_sampled is sampling.ALWAYS_ON
+        and sampler._local_parent_not_sampled is sampling.ALWAYS_OFF
+    )
+
+
+class LeanTracer(Tracer):
+    """The SDK's tracer with a cheaper ``start_span`` (see the module docstring)."""
+
+    _child_sampling: int  # 0: ask the sampler; 1: follow the parent's sampled flag; 2: always sampled
+    _lean: bool
+
+    def _prepare(self) -> LeanTracer:
+        sampler = self.sampler
+        self._child_sampling = 1 if _children_follow_parent(sampler) else 2 if sampler is sampling.ALWAYS_ON else 0
+        self._lean = self._tracer_config.is_enabled and isinstance(self._tracer_metrics, NoOpTracerMetrics)
+        return self
+
+    def start_span(
+        self,
+        name: str,
+        context: Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: types.Attributes = None,
+        links: Sequence[trace_api.Link] | None = (),
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+    ) -> trace_api.Span:
+        if links or not self._lean:
+            return super().start_span(
+                name, context, kind, attributes, links, start_time, record_exception, set_status_on_exception
+            )
+        parent: Any = _get_current_span(context).get_span_context()
+        trace_state: Any
+        result: Any
+        if parent is not None and parent.is_valid and self._child_sampling:
+            # What the sampler would decide, without the call: its SamplingResult keeps the attributes and the
+            # parent's trace state.
+            trace_id = parent.trace_id
+            flags = parent.trace_flags
+            if flags & 1 or self._child_sampling == 2:
+                trace_flags = _SAMPLED_RANDOM if flags & 2 else _SAMPLED
+            else:
+                trace_flags = _NOT_SAMPLED_RANDOM if flags & 2 else _NOT_SAMPLED
+            trace_state = parent.trace_state
+            span_attributes = attributes
+        else:
+            if parent is None or not parent.is_valid:
+                parent = None
+                trace_id = self.id_generator.generate_trace_id()
+                random_id = self.id_generator.is_trace_id_random()
+            else:
+                trace_id = parent.trace_id
+                random_id = parent.trace_flags.random_trace_id
+            result = self.sampler.should_sample(context, trace_id, name, kind, attributes, links)
+            if result.decision.is_sampled():
+                trace_flags = _SAMPLED_RANDOM if random_id else _SAMPLED
+            else:
+                trace_flags = _NOT_SAMPLED_RANDOM if random_id else _NOT_SAMPLED
+            if not result.decision.is_recording():
+                return trace_api.NonRecordingSpan(
+                    SpanContext(trace_id, self.id_generator.generate_span_id(), False, trace_flags, result.trace_state)
+                )
+            trace_state = result.trace_state
+            if trace_state is None:
+                trace_state = DEFAULT_TRACE_STATE
+            span_attributes = result.attributes
+        span_context = _new_context(
+            SpanContext, (trace_id, self.id_generator.generate_span_id(), False, trace_flags, trace_state, True)
+        )
+        if not trace_flags & 1:
+            return trace_api.NonRecordingSpan(span_context)
+        limits = self._span_limits
+        span: Any = _LeanSpan.__new__(_LeanSpan)  # type: ignore[no-untyped-call]
+        span._name = name
+        span._context = span_context
+        span._kind = kind
+        span._instrumentation_info = self.instrumentation_info
+        span._instrumentation_scope = self._instrumentation_scope
+        span._parent = parent
+        span._attributes = _attributes(span_attributes, limits)
+        span._resource = self.resource
+        span._sampler = self.sampler
+        span._record_exception = record_exception
+        span._set_status_on_exception = set_status_on_exception
+        span._span_processor = self.span_processor
+        span._limits = limits
+        span._lock = threading.Lock()
+        span._start_time = start_time if start_time is not None else time_ns()
+        self.span_processor.on_start(span, parent_context=context)
+        span_out: trace_api.Span = span
+        return span_out
+
+
+class LeanTracerProvider(TracerProvider):
+    """The SDK's provider, handing out :class:`LeanTracer` instances."""
+
+    def get_tracer(
+        self,
+        instrumenting_module_name: str,
+        instrumenting_library_version: str | None = None,
+        schema_url: str | None = None,
+        attributes: types.Attributes = None,
+    ) -> trace_api.Tracer:
+        tracer = super().get_tracer(instrumenting_module_name, instrumenting_library_version, schema_url, attributes)
+        if type(tracer) is Tracer:
+            # Same object, same state, a subclass that adds no fields: every tracer the SDK cached is switched once.
+            tracer.__class__ = LeanTracer
+            tracer._prepare()  # type: ignore[attr-defined]
+        return tracer
+
+
+class GuardedSpanProcessors(SynchronousMultiSpanProcessor):
+    """The SDK's multi-processor, except that a failing processor is counted and logged once, never raised.
+
+    A span processor runs inside ``span.start()``/``span.end()``, that is inside the application's request: the
+    SDK lets its exceptions through. Processors whose hook is the base class's no-op are skipped for that hook.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self._starting: tuple[SpanProcessor, ...] = ()
+        self._ending: tuple[SpanProcessor, ...] = ()
+        self._ended: tuple[SpanProcessor, ...] = ()
+
+    def add_span_processor(self, span_processor: SpanProcessor) -> None:
+        super().add_span_processor(span_processor)  # takes the lock, sets the tuple of processors
+        with self._lock:
+            processors = self._span_processors
+            self._starting = tuple(p for p in processors if _implements(p, "on_start"))
+            self._ending = tuple(p for p in processors if _implements(p, "_on_ending"))
+            self._ended = tuple(p for p in processors if _implements(p, "on_end"))
+
+    def on_start(self, span: Any, parent_context: Context | None = None) -> None:
+        for processor in self._starting:
+            try:
+                processor.on_start(span, parent_context=parent_context)
+            except Exception:
+                _failed(processor)
+
+    def _on_ending(self, span: Any) -> None:
+        for processor in self._ending:
+            try:
+                processor._on_ending(span)
+            except Exception:
+                _failed(processor)
+
+    def on_end(self, span: Any) -> None:
+        for processor in self._ended:
+            try:
+                processor.on_end(span)
+            except Exception:
+                _failed(processor)
+
+
+def _implements(processor: SpanProcessor, hook: str) -> bool:
+    method = getattr(type(processor), hook, None)
+    return method is not None and method not in _no_op_hooks()
+
+
+def _no_op_hooks() -> frozenset[Any]:
+    """Hooks known to do nothing (the SDK's base class and batch/simple processors', obskit's redaction ``on_end``)."""
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+
+    from ._integrations._http import RedactingSpanProcessor
+
+    return frozenset(
+        {
+            SpanProcessor.on_start,
+            SpanProcessor._on_ending,
+            SpanProcessor.on_end,
+            BatchSpanProcessor.on_start,
+            BatchSpanProcessor._on_ending,
+            SimpleSpanProcessor.on_start,
+            SimpleSpanProcessor._on_ending,
+            RedactingSpanProcessor.on_end,
+        }
+    )
+
+
+def _failed(processor: SpanProcessor) -> None:
+    with _safety.swallow_errors(f"span processor {type(processor).__name__}"):
+        raise
