@@ -16,12 +16,13 @@ from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider, sampling
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
 from obskit import _producer, _safety, _semconv, _stages
+from obskit._setup import make_tracer_provider
 from obskit._stages import inference, postprocess, preprocess, set_batch_size, stage
 from obskit.exceptions import ObskitWarning
 
@@ -83,7 +84,8 @@ class Telemetry:
 @pytest.fixture
 def telemetry() -> Iterator[Telemetry]:
     exporter = InMemorySpanExporter()
-    tracer_provider = TracerProvider()
+    # The provider init() builds (lean spans, guarded processors, redaction), exporting to memory.
+    tracer_provider = make_tracer_provider(Resource.get_empty(), sampling.DEFAULT_ON, capture_query=False)
     tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
     reader = InMemoryMetricReader()
     _producer.attach(reader, _stages.current_registry, Resource.get_empty())  # as init() does
@@ -988,6 +990,34 @@ def test_metrics_only_mode_creates_no_span(telemetry: Telemetry) -> None:
     assert telemetry.point(_semconv.MODEL_TIME_TO_FIRST_OUTPUT, **attrs("inference")).count == 1
     assert telemetry.point(_semconv.MODEL_BATCH_SIZE, **attrs("inference")).sum == 2
     assert telemetry.point(_semconv.MODEL_ACTIVE, **attrs("inference")).value == 0
+
+
+def test_metrics_only_repeated_calls(telemetry: Telemetry) -> None:
+    """From the second call on a site takes the metrics-only fast path: same counts, batch sizes, errors, actives."""
+    telemetry.bind(traces=False)
+    seen_active: list[int] = []
+    original = KeyError("k")
+
+    @inference(model="fraud-xgb", version="3", batch_size=4)
+    def predict(x: int) -> int:
+        seen_active.append(telemetry.point(_semconv.MODEL_ACTIVE, **attrs("inference")).value)
+        if x < 0:
+            raise original
+        if x == 7:
+            set_batch_size(9)
+        return x * 2
+
+    assert [predict(i) for i in (1, 2, 7, 3)] == [2, 4, 14, 6]
+    with pytest.raises(KeyError) as info:
+        predict(-1)
+    assert info.value is original
+    assert seen_active[1:] == [1, 1, 1, 1]  # the first call is counted before its site is cached, too
+    assert telemetry.point(_semconv.MODEL_DURATION, **attrs("inference")).count == 4
+    assert telemetry.point(_semconv.MODEL_DURATION, **attrs("inference"), **{"error.type": "KeyError"}).count == 1
+    batch = telemetry.point(_semconv.MODEL_BATCH_SIZE, **attrs("inference"))
+    assert (batch.count, batch.sum) == (5, 4 + 4 + 9 + 4 + 4)
+    assert telemetry.point(_semconv.MODEL_ACTIVE, **attrs("inference")).value == 0
+    assert telemetry.spans() == []
 
 
 def test_unbound_calls_are_plain_calls(telemetry: Telemetry) -> None:
