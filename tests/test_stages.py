@@ -1017,6 +1017,14 @@ def test_metrics_only_repeated_calls(telemetry: Telemetry) -> None:
     batch = telemetry.point(_semconv.MODEL_BATCH_SIZE, **attrs("inference"))
     assert (batch.count, batch.sum) == (5, 4 + 4 + 9 + 4 + 4)
     assert telemetry.point(_semconv.MODEL_ACTIVE, **attrs("inference")).value == 0
+
+    @preprocess(model="fraud-xgb", version="3", batch_size=len)
+    def featurize(rows: list[int]) -> int:
+        return len(rows)
+
+    assert [featurize([1] * n) for n in (2, 3, 5)] == [2, 3, 5]
+    sizes = telemetry.point(_semconv.MODEL_BATCH_SIZE, **attrs("preprocess"))
+    assert (sizes.count, sizes.sum) == (3, 10)
     assert telemetry.spans() == []
 
 
