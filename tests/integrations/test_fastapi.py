@@ -155,7 +155,7 @@ def test_route_lookup_memoised_with_contrib_names(monkeypatch: pytest.MonkeyPatc
     """Span names and routes match contrib's own lookup; a repeated path does not scan the routes again."""
     import opentelemetry.instrumentation.fastapi as contrib
 
-    with capture_telemetry() as telemetry:
+    with capture_telemetry(http_instrumentation="contrib") as telemetry:
         app = _routed_app(50)
         client = TestClient(app)
         scans: list[str] = []

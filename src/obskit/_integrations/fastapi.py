@@ -1,4 +1,8 @@
-"""FastAPI: the contrib FastAPIInstrumentor, with obskit's providers and excluded URLs, no ASGI send/receive spans."""
+"""FastAPI: obskit's own ASGI middleware (``_asgi``), or contrib's FastAPIInstrumentor (OBSKIT_HTTP_INSTRUMENTATION).
+
+Both emit the same stable-semconv server span and HTTP metrics (``tests/integrations/test_fastapi_parity.py``);
+obskit's costs a fraction of contrib's per request (figures in ``_asgi``'s docstring).
+"""
 
 from __future__ import annotations
 
@@ -29,8 +33,13 @@ def instrument(
     tracer_provider: Any,
     meter_provider: Any,
     excluded_urls: tuple[str, ...],
-    middleware: str = "contrib",
+    middleware: str = "obskit",
 ) -> None:
+    """Instrument ``app`` with obskit's middleware (``middleware="obskit"``) or contrib's instrumentor."""
+    if middleware == "obskit":
+        _instrument_lean(app, tracer_provider, meter_provider, excluded_urls)
+        _flush_at_signalled_shutdown(app)
+        return
     try:
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
     except ImportError:
@@ -48,6 +57,139 @@ def instrument(
         **header_capture_options(),
     )
     _flush_at_signalled_shutdown(app)
+
+
+def _contrib_scope() -> tuple[str, str | None]:
+    """The contrib instrumentation scope: obskit's spans and metric streams are indistinguishable from contrib's."""
+    try:
+        from opentelemetry.instrumentation.fastapi.version import __version__
+    except ImportError:
+        return "opentelemetry.instrumentation.fastapi", None
+    return "opentelemetry.instrumentation.fastapi", __version__
+
+
+def _instrument_lean(app: Any, tracer_provider: Any, meter_provider: Any, excluded_urls: tuple[str, ...]) -> None:
+    import logging
+    import types
+
+    from opentelemetry import trace
+    from opentelemetry.instrumentation._semconv import _get_schema_url, _StabilityMode
+    from opentelemetry.util.http import (
+        OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST,
+        OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE,
+        get_custom_headers,
+    )
+    from starlette.middleware.errors import ServerErrorMiddleware
+
+    from . import _asgi
+    from ._http import capture
+
+    name, version = _contrib_scope()
+    schema_url = _get_schema_url(_StabilityMode.HTTP)
+    # Metrics-only mode passes a no-op tracer provider: then no span work at all.
+    tracer = (
+        None
+        if isinstance(tracer_provider, trace.NoOpTracerProvider)
+        else tracer_provider.get_tracer(name, version, schema_url=schema_url)
+    )
+    instruments = _asgi.Instruments(meter_provider.get_meter(name, version, schema_url=schema_url))
+    options = header_capture_options()
+    # As contrib: without OBSKIT_CAPTURE_HEADERS, OpenTelemetry's own capture variables apply.
+    request_headers = options["http_capture_headers_server_request"] or get_custom_headers(
+        OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST
+    )
+    response_headers = options["http_capture_headers_server_response"] or get_custom_headers(
+        OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE
+    )
+    headers = _asgi.HeaderCapture(request_headers, response_headers, options["http_capture_headers_sanitize_fields"])
+    capture_query = capture().query
+    route_of = _RouteOf(app)
+    original = app.build_middleware_stack
+
+    def build_middleware_stack(self: Any) -> Any:
+        # As contrib: our middleware outermost (it sees the final status and every exception), and an exception
+        # recorder just inside Starlette's ServerErrorMiddleware (the span gets the exception before the 500).
+        inner = original()
+        if not isinstance(inner, ServerErrorMiddleware):
+            logging.getLogger("obskit").error(
+                "obskit: FastAPI app not instrumented: unexpected middleware stack %s", type(inner).__name__
+            )
+            return inner
+        errors = ServerErrorMiddleware(
+            app=_asgi.exception_recorder(inner.app), handler=inner.handler, debug=inner.debug
+        )
+        return _asgi.ServerMiddleware(
+            errors,
+            tracer=tracer,
+            instruments=instruments,
+            route_of=route_of,
+            excluded_urls=excluded_urls,
+            capture=headers,
+            capture_query=capture_query,
+        )
+
+    app.build_middleware_stack = types.MethodType(build_middleware_stack, app)
+    app._is_instrumented_by_opentelemetry = True
+    _disable_native_telemetry(app)
+
+
+def _disable_native_telemetry(app: Any) -> None:
+    """FastAPI >= 0.16x traces itself through the global providers unless contrib's middleware is in the stack.
+
+    It cannot see obskit's middleware, so it is switched off in the app's own configuration (the dict its
+    ``NativeTelemetry`` reads on every request): one server span per request, not two.
+    """
+    config = getattr(app, "_telemetry", None)
+    if isinstance(config, dict):
+        config.update(tracing=False, metrics=False, logs=False)
+
+
+class _RouteOf:
+    """The route template Starlette matched, as contrib reports it, without matching the routes again.
+
+    After routing ``scope["route"]`` is the matched route (an ``APIRoute`` carries its router prefix in
+    ``path``). A ``Mount`` leaves no trace but the ``root_path`` it extends, and the mounted app overwrites
+    ``scope["route"]``: then the mount's own template is looked up among the app's mounts (memoised per
+    matched prefix), as contrib reports a mount (``/sub``, not ``/sub/items/{id}``).
+    """
+
+    __slots__ = ("_app", "_mounts")
+
+    def __init__(self, app: Any) -> None:
+        self._app = app
+        self._mounts: dict[str, str | None] = {}
+
+    def __call__(self, scope: Any, root_path: str) -> str | None:
+        if scope.get("root_path", "") == root_path:
+            route = scope.get("route")
+            path = getattr(route, "path", None) if route is not None else None
+            return path if isinstance(path, str) else None
+        prefix = scope.get("root_path", "")[len(root_path) :]
+        found = self._mounts.get(prefix, False)
+        if found is False:
+            found = self._mount_of(prefix)
+            if len(self._mounts) < _ROUTE_CACHE_SIZE:
+                self._mounts[prefix] = found
+        return found  # type: ignore[return-value]
+
+    def _mount_of(self, prefix: str) -> str | None:
+        from starlette.routing import Match, Mount
+
+        probe = {"type": "http", "path": prefix + "/", "root_path": "", "method": "GET"}
+        for route in _flatten(self._app.routes):
+            # FastAPI's route contexts wrap the route (with its router prefix, if any) or hold the prefixed copy.
+            mount = getattr(route, "starlette_route", None) or getattr(route, "original_route", None) or route
+            if isinstance(mount, Mount) and mount.matches(probe)[0] is Match.FULL:
+                return str(mount.path)
+        return None
+
+
+def _flatten(routes: Any) -> Any:
+    try:
+        from fastapi.routing import iter_route_contexts
+    except ImportError:  # FastAPI < 0.137.2: routes are matchable as they are
+        return routes
+    return iter_route_contexts(routes)
 
 
 # contrib names each request by matching its path against every route of the app, in order, before routing:
