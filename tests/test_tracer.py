@@ -87,6 +87,11 @@ def test_same_spans_as_the_sdk_for_every_kind_of_span() -> None:
                     raise ValueError("boom")
             except ValueError:
                 pass
+            try:
+                with tracer.start_as_current_span("quiet", record_exception=False, set_status_on_exception=False):
+                    raise KeyError("k")
+            except KeyError:
+                pass
             span = tracer.start_span("odd values", attributes={"list": [1, 2], "bytes": b"x", "none": None, "": 1})
             span.set_status(Status(StatusCode.OK))
             span.update_name("renamed")
@@ -96,7 +101,7 @@ def test_same_spans_as_the_sdk_for_every_kind_of_span() -> None:
         tracer.start_span("remote child", context=ctx, kind=SpanKind.CONSUMER).end()
 
     sdk, lean = Pair().run(scenario)
-    assert [s["name"] for s in lean] == ["child", "failing", "renamed", "root", "linked", "remote child"]
+    assert [s["name"] for s in lean] == ["child", "failing", "quiet", "renamed", "root", "linked", "remote child"]
     for expected, got in zip(sdk, lean, strict=True):
         if got["name"] == "failing":  # the stack trace names the line: compare all but it
             for event in (*expected["events"], *got["events"]):

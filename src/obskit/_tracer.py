@@ -53,6 +53,7 @@ _SAMPLED: Final = TraceFlags(TraceFlags.SAMPLED)
 _SAMPLED_RANDOM: Final = TraceFlags(TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID)
 _NOT_SAMPLED: Final = TraceFlags(TraceFlags.DEFAULT)
 _NOT_SAMPLED_RANDOM: Final = TraceFlags(TraceFlags.RANDOM_TRACE_ID)
+_new_object = object.__new__
 _new_context = tuple.__new__  # SpanContext is a tuple; its __new__ only re-checks ids we just generated
 _get_current_span = trace_api.get_current_span
 
@@ -99,6 +100,8 @@ class _LeanSpan(SdkSpan):
     _status = _UNSET_STATUS
     _trace_config = None
     _record_end_metrics = None
+    _record_exception = True
+    _set_status_on_exception = True
 
     def _add_event(self, event: Any) -> None:
         with self._lock:
@@ -212,7 +215,7 @@ class LeanTracer(Tracer):
         if not trace_flags & 1:
             return trace_api.NonRecordingSpan(span_context)
         limits = self._span_limits
-        span: Any = _LeanSpan.__new__(_LeanSpan)  # type: ignore[no-untyped-call]
+        span: Any = _new_object(_LeanSpan)  # the SDK Span's __new__ only refuses its own class
         span._name = name
         span._context = span_context
         span._kind = kind
@@ -222,8 +225,10 @@ class LeanTracer(Tracer):
         span._attributes = _attributes(span_attributes, limits)
         span._resource = self.resource
         span._sampler = self.sampler
-        span._record_exception = record_exception
-        span._set_status_on_exception = set_status_on_exception
+        if not record_exception:
+            span._record_exception = False
+        if not set_status_on_exception:
+            span._set_status_on_exception = False
         span._span_processor = self.span_processor
         span._limits = limits
         span._lock = threading.Lock()
