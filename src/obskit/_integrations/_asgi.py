@@ -339,6 +339,7 @@ class _Request:
         "routed",
         "scheme",
         "scope",
+        "server",
         "span",
         "start",
         "status",
@@ -369,6 +370,7 @@ class _Request:
         self.route: str | None = None
         self.routed = False
         self.span: Any = INVALID_SPAN
+        self.server = False
         self.token: Any = None
         self.active_key = (self.method, self.scheme)
         tracer = middleware._tracer
@@ -394,13 +396,14 @@ class _Request:
                 self.content_length = int(content_length)
 
         if tracer is not None:
-            attributes = self._span_attributes(scope, raw_method, path, user_agent)
             if trace.get_current_span() is INVALID_SPAN:
                 kind = SpanKind.SERVER
                 parent = extract(carrier, getter=_GETTER) if carrier else otel_context.get_current()
-            else:  # an instrumented app mounted in another: contrib's nested span
+            else:  # an instrumented app mounted in another: contrib's nested span (and no header capture)
                 kind = SpanKind.INTERNAL
                 parent = otel_context.get_current()
+            self.server = kind is SpanKind.SERVER
+            attributes = self._span_attributes(scope, raw_method, path, user_agent)
             name = "HTTP" if self.method == "_OTHER" else self.method
             self.span = span = tracer.start_span(name, parent, kind, attributes)
             self.token = otel_context.attach(trace.set_span_in_context(span, parent))
@@ -450,7 +453,7 @@ class _Request:
             if query:
                 attributes["url.query"] = redact_query(_decode(query) if isinstance(query, bytes) else query)
         capture = middleware._capture
-        if capture is not None and capture.request:
+        if capture is not None and capture.request and self.server:
             attributes.update(capture.collect(scope.get("headers") or (), response=False))
         return attributes
 
@@ -494,7 +497,7 @@ class _Request:
         span = self.span
         if span is not INVALID_SPAN and span.is_recording():
             capture = self.middleware._capture
-            if capture is not None and capture.response:
+            if capture is not None and capture.response and self.server:
                 span.set_attributes(capture.collect(headers, response=True))
             if code < 0:
                 span.set_attribute("error.type", str(status))
@@ -538,7 +541,7 @@ class _Request:
             instruments = self.middleware._instruments
             instruments.duration.record(duration, key, attributes, span)
             instruments.active.add(-1, self.active_key, self._active_attributes())
-            if self.response_length is not None:
+            if self.response_length:  # as contrib: a Content-Length of 0 is not recorded
                 instruments.response_size.record(self.response_length, key, attributes, span)
             if self.content_length is not None:
                 instruments.request_size.record(self.content_length, key, attributes, span)

@@ -1,0 +1,223 @@
+"""obskit's own FastAPI middleware emits what contrib's FastAPIInstrumentor emits (stable HTTP semconv).
+
+The same app and the same requests are driven once with ``http_instrumentation="contrib"`` and once with
+``"obskit"``; spans (name, kind, scope, parent, attributes, status, events) and metric streams (scope, name,
+unit, attribute sets, counts, bucket boundaries, sizes) must be equal.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi import APIRouter, FastAPI, HTTPException
+from fastapi.responses import StreamingResponse
+from fastapi.testclient import TestClient
+
+from obskit.testing import CapturedTelemetry, capture_telemetry
+
+TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
+PARENT_ID = "b7ad6b7169203331"
+
+# (method, path, headers, body)
+REQUESTS: list[tuple[str, str, dict[str, str], bytes | None]] = [
+    # First: contrib keeps the last response's Content-Length on its middleware and records it again for a
+    # response without one (a streaming response); obskit records only this response's own length.
+    ("GET", "/stream", {}, None),
+    (
+        "GET",
+        "/items/7?q=iris&token=abc123",
+        {
+            "traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01",
+            "tracestate": "vendor=1",
+            "x-model": "m1",
+            "x-api-key": "s3cret",
+            "user-agent": "parity-test/1.0",
+        },
+        None,
+    ),
+    ("GET", "/items/8", {"x-model": "m2", "x-model-extra": "not-captured"}, None),
+    ("POST", "/items/9", {}, b'{"a": 1}'),
+    ("GET", "/v1/models/iris", {}, None),
+    ("GET", "/sub/ping/3", {}, None),
+    ("GET", "/nope", {}, None),
+    ("GET", "/boom", {}, None),
+    ("GET", "/http500", {}, None),
+    ("FROBNICATE", "/items/1", {}, None),
+    ("GET", "/healthz", {}, None),
+    ("GET", "/items/7/", {}, None),
+]
+
+
+def _app() -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/items/{item_id}")
+    def item(item_id: int) -> dict[str, int]:
+        return {"id": item_id}
+
+    @app.get("/boom")
+    def boom() -> None:
+        raise ValueError("boom")
+
+    @app.get("/http500")
+    def http500() -> None:
+        raise HTTPException(status_code=500, detail="unavailable")
+
+    @app.get("/stream")
+    def stream() -> StreamingResponse:
+        return StreamingResponse(iter([b"a", b"bc"]), media_type="text/plain")
+
+    @app.get("/healthz")
+    def healthz() -> str:
+        return "ok"
+
+    router = APIRouter(prefix="/v1")
+
+    @router.get("/models/{name}")
+    def model(name: str) -> dict[str, str]:
+        return {"name": name}
+
+    app.include_router(router)
+    sub = FastAPI()
+
+    @sub.get("/ping/{n}")
+    def ping(n: int) -> dict[str, int]:
+        return {"pong": n}
+
+    app.mount("/sub", sub)
+    return app
+
+
+def _events(span: Any) -> list[tuple[str, dict[str, Any]]]:
+    events = []
+    for event in span.events:
+        attributes = dict(event.attributes or {})
+        # The stack differs by the middleware frames above the handler; its last frame (the raise) must not.
+        stack = attributes.pop("exception.stacktrace", None)
+        if stack is not None:
+            attributes["exception.stacktrace.last"] = stack.strip().splitlines()[-2:]
+        events.append((event.name, attributes))
+    return events
+
+
+def _spans(telemetry: CapturedTelemetry) -> list[dict[str, Any]]:
+    spans = telemetry.spans()
+    index = {span.context.span_id: i for i, span in enumerate(spans)}
+    out = []
+    for span in spans:
+        parent = None
+        if span.parent is not None:
+            parent = index.get(span.parent.span_id, f"remote {span.parent.span_id:016x} {span.parent.is_remote}")
+        scope = span.instrumentation_scope
+        out.append(
+            {
+                "name": span.name,
+                "kind": span.kind,
+                "scope": (scope.name, scope.version, scope.schema_url) if scope else None,
+                "parent": parent,
+                "trace": f"{span.context.trace_id:032x}" if span.parent is not None and span.parent.is_remote else None,
+                "attributes": dict(span.attributes or {}),
+                "status": (span.status.status_code, span.status.description),
+                "events": _events(span),
+            }
+        )
+    return out
+
+
+def _metrics(telemetry: CapturedTelemetry) -> dict[tuple[Any, ...], dict[frozenset[Any], tuple[Any, ...]]]:
+    streams: dict[tuple[Any, ...], dict[frozenset[Any], tuple[Any, ...]]] = {}
+    data = telemetry.metric_reader.get_metrics_data()
+    assert data is not None
+    for resource_metrics in data.resource_metrics:
+        for scope_metrics in resource_metrics.scope_metrics:
+            scope = scope_metrics.scope
+            if not scope.name.startswith("opentelemetry.instrumentation"):
+                continue
+            for metric in scope_metrics.metrics:
+                key = (scope.name, scope.version, scope.schema_url, metric.name, metric.unit, metric.description)
+                points = streams.setdefault(key, {})
+                for point in metric.data.data_points:
+                    attributes = frozenset((point.attributes or {}).items())
+                    if metric.name == "http.server.request.duration":  # timings differ; counts and buckets don't
+                        points[attributes] = (point.count, tuple(point.explicit_bounds))
+                    elif hasattr(point, "count"):
+                        points[attributes] = (point.count, point.sum, tuple(point.bucket_counts))
+                    else:
+                        points[attributes] = (point.value,)
+    return streams
+
+
+def _drive(mode: str, **settings: Any) -> tuple[list[dict[str, Any]], dict[Any, Any]]:
+    with capture_telemetry(http_instrumentation=mode, **settings) as telemetry:
+        client = TestClient(_app(), raise_server_exceptions=False)
+        for method, path, headers, body in REQUESTS:
+            client.request(method, path, headers=headers, content=body)
+        return _spans(telemetry), _metrics(telemetry)
+
+
+SETTINGS = {
+    "defaults": {},
+    "capture": {"capture_query": True, "capture_headers": ("x-model", "x-api-key", "content-type")},
+}
+
+
+@pytest.fixture(params=sorted(SETTINGS))
+def both(request: pytest.FixtureRequest) -> tuple[Any, Any]:
+    settings = SETTINGS[request.param]
+    return _drive("contrib", **settings), _drive("obskit", **settings)
+
+
+def test_same_spans_as_contrib(both: tuple[Any, Any]):
+    """Same spans, in the same order: names, kinds, scopes, parents, attributes, status and events."""
+    (contrib_spans, _), (obskit_spans, _) = both
+    assert [s["name"] for s in obskit_spans] == [s["name"] for s in contrib_spans]
+    for ours, theirs in zip(obskit_spans, contrib_spans, strict=True):
+        assert ours == theirs, ours["name"]
+
+
+def test_same_metric_streams_as_contrib(both: tuple[Any, Any]):
+    """Same HTTP metric streams: scope, name, unit, description, attribute sets, counts, buckets and sizes."""
+    (_, contrib_metrics), (_, obskit_metrics) = both
+    assert sorted(obskit_metrics) == sorted(contrib_metrics)
+    for key, points in contrib_metrics.items():
+        assert obskit_metrics[key] == points, key
+
+
+def test_the_cases_are_exercised():
+    """The parity above covers what it claims: a remote parent, an error, a mount, redaction, exclusion."""
+    spans, metrics = _drive("obskit", capture_query=True, capture_headers=("x-model", "x-api-key"))
+    by_path: dict[str, dict[str, Any]] = {}
+    for span in spans:  # the first server span of each path (the client follows the trailing-slash redirect)
+        if span["kind"].name == "SERVER":
+            by_path.setdefault(span["attributes"]["url.path"], span)
+    traced = by_path["/items/7"]
+    assert traced["name"] == "GET /items/{item_id}"
+    assert traced["parent"] == f"remote {PARENT_ID} True"
+    assert traced["trace"] == TRACE_ID
+    assert traced["attributes"]["url.query"] == "q=iris&token=REDACTED"
+    assert traced["attributes"]["http.request.header.x_api_key"] == ("[REDACTED]",)
+    assert traced["attributes"]["http.request.header.x_model"] == ("m1",)
+    assert by_path["/boom"]["events"][0][0] == "exception"
+    assert by_path["/boom"]["status"][0].name == "ERROR"
+    assert by_path["/items/1"]["name"] == "HTTP /items/{item_id}"
+    assert by_path["/items/1"]["attributes"]["http.request.method_original"] == "FROBNICATE"
+    assert (by_path["/sub/ping/3"]["name"], by_path["/v1/models/iris"]["name"]) == ("GET /sub", "GET /v1/models/{name}")
+    assert by_path["/nope"]["name"] == "GET"
+    assert not [s for s in spans if s["attributes"].get("url.path") == "/healthz"]
+    assert all(s["scope"][0] == "opentelemetry.instrumentation.fastapi" for s in spans)
+    assert any(name == "http.server.request.body.size" for _, _, _, name, _, _ in metrics)
+
+
+def test_one_server_span_per_request():
+    """FastAPI's own telemetry stays off under obskit's middleware: one span per request, contrib's scope only."""
+    with capture_telemetry() as telemetry:
+        client = TestClient(_app())
+        client.get("/items/1")
+        client.get("/v1/models/a")
+        spans = telemetry.spans()
+        assert [s.name for s in spans] == ["GET /items/{item_id}", "GET /v1/models/{name}"]
+        assert {s.instrumentation_scope.name for s in spans if s.instrumentation_scope} == {
+            "opentelemetry.instrumentation.fastapi"
+        }
+        assert telemetry.metric("http.server.request.duration").count() == 2
