@@ -257,3 +257,21 @@ def test_sdk_path_when_internal_tracer_metrics_are_on(monkeypatch: pytest.Monkey
     span.end()
     token = otel_context.attach(trace.set_span_in_context(span))
     otel_context.detach(token)
+
+
+def test_clean_attributes_from_an_integration_are_the_spans() -> None:
+    exporter = InMemorySpanExporter()
+    provider = _tracer.LeanTracerProvider(active_span_processor=_tracer.GuardedSpanProcessors())
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    given = _tracer.CleanAttributes({"http.request.method": "GET", "server.port": 8000, "ok": True})
+    span = provider.get_tracer("t").start_span("GET /x", kind=SpanKind.SERVER, attributes=given)
+    given["later"] = "not on the span"  # the span holds its own copy
+    span.set_attribute("http.route", "/x")
+    span.end()
+    (exported,) = exporter.get_finished_spans()
+    assert dict(exported.attributes or {}) == {
+        "http.request.method": "GET",
+        "server.port": 8000,
+        "ok": True,
+        "http.route": "/x",
+    }
