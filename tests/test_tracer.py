@@ -80,6 +80,9 @@ def test_same_spans_as_the_sdk_for_every_kind_of_span() -> None:
         with tracer.start_as_current_span("root", kind=SpanKind.SERVER, attributes={"http.route": "/p", "n": 3}):
             with tracer.start_as_current_span("child", attributes=MappingProxyType({"model.name": "m"})) as child:
                 child.set_attribute("model.batch_size", 4)
+                child.set_attribute("model.name", "m2")  # replaced and moved last, as the SDK does
+                child.set_attribute("model.tags", ["a", "b"])  # not a plain value: the SDK's path
+                child.set_attribute("", 1)
                 child.add_event("first", {"i": 1})
                 child.add_link(REMOTE_SAMPLED, {"why": "late link"})
             try:
@@ -117,6 +120,11 @@ def test_limits_and_invalid_values_take_the_sdk_path() -> None:
         for i in range(4):
             span.add_event(f"e{i}")
         span.end()
+        full = tracer.start_span("full", attributes={"a": 1, "b": 2, "c": 3})
+        full.set_attribute("b", 20)  # an existing key: replaced, moved last
+        full.set_attribute("d", 4)  # past the count limit: the oldest goes
+        full.set_attribute("e", "x" * 9)  # past the length limit: cut
+        full.end()
 
     limits = SpanLimits(max_span_attributes=3, max_span_attribute_length=5, max_events=2)
     sdk, lean = Pair(limits=limits).run(scenario)
@@ -124,6 +132,8 @@ def test_limits_and_invalid_values_take_the_sdk_path() -> None:
     assert lean[0]["attributes"] == {"s": "xxxxx", "t": ("aaaaa", "b")}
     assert lean[1]["dropped_attributes"] == 2
     assert lean[2]["dropped_events"] == 2
+    assert list(lean[3]["attributes"].items()) == [("b", 20), ("d", 4), ("e", "xxxxx")]
+    assert lean[3]["dropped_attributes"] == 2
 
 
 @pytest.mark.parametrize(
@@ -188,11 +198,13 @@ def test_ended_span_ignores_changes_and_is_exported_once(caplog: pytest.LogCaptu
     span.end()
     with caplog.at_level(logging.WARNING):
         span.end()
+        span.update_name("late name")
         span.set_attribute("late", 1)
         span.add_event("late")
         span.add_link(REMOTE_SAMPLED)
     (exported,) = exporter.get_finished_spans()
     assert dict(exported.attributes or {}) == {"a": 1}
+    assert exported.name == "once"
     assert exported.events == ()
     assert exported.links == ()
     assert "Calling end() on an ended span." in caplog.text

@@ -31,6 +31,7 @@ from time import time_ns
 from types import MappingProxyType
 from typing import Any, Final
 
+from opentelemetry import context as context_api
 from opentelemetry import trace as trace_api
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
@@ -39,6 +40,7 @@ from opentelemetry.sdk.trace import SpanProcessor, SynchronousMultiSpanProcessor
 from opentelemetry.sdk.trace._tracer_metrics import NoOpTracerMetrics
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import DEFAULT_TRACE_STATE, SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util import types
 
@@ -56,7 +58,8 @@ _NOT_SAMPLED: Final = TraceFlags(TraceFlags.DEFAULT)
 _NOT_SAMPLED_RANDOM: Final = TraceFlags(TraceFlags.RANDOM_TRACE_ID)
 _new_object = object.__new__
 _new_context = tuple.__new__  # SpanContext is a tuple; its __new__ only re-checks ids we just generated
-_get_current_span = trace_api.get_current_span
+_get_current_context = context_api.get_current
+_INVALID_SPAN: Final = trace_api.INVALID_SPAN
 
 
 class CleanAttributes(dict[str, "str | bool | int | float"]):
@@ -135,6 +138,43 @@ class _LeanSpan(SdkSpan):
                 return
         _logger.warning("Tried calling %s on an ended span.", "_add_link")
 
+    def set_attribute(self, key: str, value: types.AnyValue) -> None:
+        attributes: Any = self._attributes
+        store = attributes._dict
+        maxlen = attributes.maxlen
+        if (
+            type(value) not in _SIMPLE
+            or type(key) is not str
+            or not key
+            or attributes.max_value_len is not None
+            or (maxlen is not None and len(store) >= maxlen and key not in store)
+        ):
+            super().set_attribute(key, value)
+            return
+        # What BoundedAttributes.__setitem__ does for a value its cleaning would keep as is, under the span's lock
+        # (every writer of a live span's attributes holds it).
+        with self._lock:
+            if self._end_time is None:
+                if key in store:
+                    del store[key]
+                store[key] = value
+                return
+        _logger.warning("Setting attribute on ended span.")
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        if self._end_time is None and (
+            status is StatusCode.UNSET or (type(status) is Status and status.status_code is StatusCode.UNSET)
+        ):
+            return  # what the SDK does with UNSET on a live span, without its lock and wrapper
+        super().set_status(status, description)
+
+    def update_name(self, name: str) -> None:
+        with self._lock:
+            if self._end_time is None:
+                self._name = name
+                return
+        _logger.warning("Tried calling %s on an ended span.", "update_name")
+
     def end(self, end_time: int | None = None) -> None:
         with self._lock:
             if self._end_time is not None:
@@ -186,7 +226,9 @@ class LeanTracer(Tracer):
             return super().start_span(
                 name, context, kind, attributes, links, start_time, record_exception, set_status_on_exception
             )
-        parent: Any = _get_current_span(context).get_span_context()
+        # trace.get_current_span(context), two calls shallower
+        parent: Any = (context if context is not None else _get_current_context()).get(_SPAN_KEY, _INVALID_SPAN)
+        parent = parent.get_span_context()
         trace_state: Any
         result: Any
         if parent is not None and parent.is_valid and self._child_sampling:
@@ -285,7 +327,10 @@ class GuardedSpanProcessors(SynchronousMultiSpanProcessor):
         super().add_span_processor(span_processor)  # takes the lock, sets the tuple of processors
         with self._lock:
             processors = self._span_processors
-            self._starting = tuple(p for p in processors if _implements(p, "on_start"))
+            starting = tuple(p for p in processors if _implements(p, "on_start"))
+            # Redacting at start protects only a later processor's on_start: without one, the redaction at
+            # _on_ending (before any exporter reads the ended span) is enough.
+            self._starting = starting if any(not _is_redaction(p) for p in starting) else ()
             self._ending = tuple(p for p in processors if _implements(p, "_on_ending"))
             self._ended = tuple(p for p in processors if _implements(p, "on_end"))
 
@@ -334,6 +379,12 @@ def _no_op_hooks() -> frozenset[Any]:
             RedactingSpanProcessor.on_end,
         }
     )
+
+
+def _is_redaction(processor: SpanProcessor) -> bool:
+    from ._integrations._http import RedactingSpanProcessor
+
+    return isinstance(processor, RedactingSpanProcessor)
 
 
 def _failed(processor: SpanProcessor) -> None:
