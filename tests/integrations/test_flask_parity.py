@@ -161,9 +161,18 @@ def _quiet_flask_errors(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.CRITICAL, logger="tests.integrations.test_flask_parity")
 
 
-@pytest.mark.parametrize("capture_query", [False, True], ids=["no-query", "capture-query"])
-def test_same_spans_and_metric_streams_as_contrib(capture_query: bool) -> None:
+@pytest.mark.parametrize(
+    ("capture_query", "contrib_variables"),
+    [(False, False), (True, False), (False, True)],
+    ids=["no-query", "capture-query", "contrib-capture-variables"],
+)
+def test_same_spans_and_metric_streams_as_contrib(
+    capture_query: bool, contrib_variables: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Span names, kinds, parents, attributes, status, events and metric streams equal contrib's, request by request."""
+    if contrib_variables:  # contrib's own header-capture variables, which both middlewares honour
+        monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST", ".*")
+        monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE", "content-.*")
     contrib_spans, contrib_streams = _run("contrib", capture_query)
     obskit_spans, obskit_streams = _run("obskit", capture_query)
 
@@ -176,6 +185,8 @@ def test_same_spans_and_metric_streams_as_contrib(capture_query: bool) -> None:
     assert any(s["events"] for s in contrib_spans)
     assert any("http.request.header.authorization" in s["attributes"] for s in contrib_spans)
     assert any("user_agent.synthetic.type" in s["attributes"] for s in contrib_spans)
+    assert any("http.request.header.user_agent" in s["attributes"] for s in contrib_spans) is contrib_variables
+    assert any("http.response.header.content_type" in s["attributes"] for s in contrib_spans) is contrib_variables
     assert any("url.query" in s["attributes"] for s in contrib_spans) is capture_query
     assert {key[2] for key in contrib_streams} == {"http.server.request.duration", "http.server.active_requests"}
 

@@ -109,25 +109,42 @@ class ExcludedPaths:
         return search is not None and search(path) is not None
 
 
+def _fullmatch(patterns: Sequence[str]) -> Callable[[str], Any] | None:
+    return re.compile("|".join(patterns), re.IGNORECASE).fullmatch if patterns else None
+
+
 class HeaderCapture:
-    """Opted-in request and response headers as span attributes, sensitive values redacted (contrib's format)."""
+    """Opted-in request and response headers as span attributes, sensitive values redacted (contrib's format).
+
+    ``headers`` is OBSKIT_CAPTURE_HEADERS; contrib's own OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST
+    and _RESPONSE variables are honoured as contrib does (read once here, not at every request).
+    """
 
     def __init__(self, headers: Sequence[str]) -> None:
         from opentelemetry.util.http import (
             OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS,
+            OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST,
+            OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE,
             SanitizeValue,
             get_custom_headers,
         )
 
-        self.enabled = bool(headers)
-        self._names = re.compile("|".join(headers), re.IGNORECASE).fullmatch if headers else None
+        env_request = get_custom_headers(OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST)
+        env_response = get_custom_headers(OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE)
+        self.enabled = bool(headers or env_request or env_response)
+        self._request = _fullmatch(headers)
+        # contrib's variable applies to HTTP_* keys only (not to CONTENT_TYPE/CONTENT_LENGTH), as contrib.
+        self._env_request = _fullmatch(env_request)
+        self._response = _fullmatch([*headers, *env_response])
         fields = [*SENSITIVE_HEADERS, *get_custom_headers(OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS)]
         self._sanitize = SanitizeValue(fields).sanitize_header_value
 
-    def _attributes(self, prefix: str, found: Mapping[str, str]) -> dict[str, tuple[str, ...]]:
-        match, sanitize = self._names, self._sanitize
+    def _attributes(
+        self, prefix: str, found: Mapping[str, str], match: Callable[[str], Any] | None
+    ) -> dict[str, tuple[str, ...]]:
         if match is None:
             return {}
+        sanitize = self._sanitize
         return {
             prefix + name.replace("-", "_"): (sanitize(name, value),) for name, value in found.items() if match(name)
         }
@@ -135,10 +152,12 @@ class HeaderCapture:
     def request(self, environ: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
         """``http.request.header.*`` from a WSGI environ."""
         found = {key[5:].replace("_", "-").lower(): str(value) for key, value in environ.items() if key[:5] == "HTTP_"}
+        captured = self._attributes("http.request.header.", found, self._env_request)
         for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):  # WSGI keeps these two without the HTTP_ prefix
             if environ.get(key):
                 found[key.replace("_", "-").lower()] = str(environ[key])
-        return self._attributes("http.request.header.", found)
+        captured.update(self._attributes("http.request.header.", found, self._request))
+        return captured
 
     def response(self, headers: Iterable[tuple[str, str]]) -> dict[str, tuple[str, ...]]:
         """``http.response.header.*`` from WSGI response headers (repeated headers joined by commas)."""
@@ -146,7 +165,7 @@ class HeaderCapture:
         for key, value in headers or ():
             name = key.lower()
             found[name] = f"{found[name]},{value}" if name in found else value
-        return self._attributes("http.response.header.", found)
+        return self._attributes("http.response.header.", found, self._response)
 
 
 class _Sink:
