@@ -83,6 +83,8 @@ def test_same_spans_as_the_sdk_for_every_kind_of_span() -> None:
                 child.set_attribute("model.name", "m2")  # replaced and moved last, as the SDK does
                 child.set_attribute("model.tags", ["a", "b"])  # not a plain value: the SDK's path
                 child.set_attribute("", 1)
+                child.set_attributes({"stage.n": 1, "model.version": "7"})
+                child.set_attributes({"mixed": [1, "a"], "fine": 2.5})
                 child.add_event("first", {"i": 1})
                 child.add_link(REMOTE_SAMPLED, {"why": "late link"})
             try:
@@ -124,6 +126,7 @@ def test_limits_and_invalid_values_take_the_sdk_path() -> None:
         full.set_attribute("b", 20)  # an existing key: replaced, moved last
         full.set_attribute("d", 4)  # past the count limit: the oldest goes
         full.set_attribute("e", "x" * 9)  # past the length limit: cut
+        full.set_attributes({"f": 1, "g": 2})  # past the count limit, together
         full.end()
 
     limits = SpanLimits(max_span_attributes=3, max_span_attribute_length=5, max_events=2)
@@ -132,8 +135,8 @@ def test_limits_and_invalid_values_take_the_sdk_path() -> None:
     assert lean[0]["attributes"] == {"s": "xxxxx", "t": ("aaaaa", "b")}
     assert lean[1]["dropped_attributes"] == 2
     assert lean[2]["dropped_events"] == 2
-    assert list(lean[3]["attributes"].items()) == [("b", 20), ("d", 4), ("e", "xxxxx")]
-    assert lean[3]["dropped_attributes"] == 2
+    assert list(lean[3]["attributes"].items()) == [("e", "xxxxx"), ("f", 1), ("g", 2)]
+    assert lean[3]["dropped_attributes"] == 4
 
 
 @pytest.mark.parametrize(

@@ -161,6 +161,29 @@ class _LeanSpan(SdkSpan):
                 return
         _logger.warning("Setting attribute on ended span.")
 
+    def set_attributes(self, attributes: Mapping[str, types.AnyValue]) -> None:
+        store_attributes: Any = self._attributes
+        maxlen = store_attributes.maxlen
+        store = store_attributes._dict
+        if (
+            store_attributes.max_value_len is not None
+            or (maxlen is not None and len(store) + len(attributes) > maxlen)
+            or not _SIMPLE.issuperset(map(type, attributes.values()))
+            or not _STR.issuperset(map(type, attributes))
+            or "" in attributes
+        ):
+            super().set_attributes(attributes)
+            return
+        # What BoundedAttributes stores for values its cleaning keeps as they are, under the span's lock.
+        with self._lock:
+            if self._end_time is None:
+                for key, value in attributes.items():
+                    if key in store:
+                        del store[key]
+                    store[key] = value
+                return
+        _logger.warning("Setting attribute on ended span.")
+
     def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
         if self._end_time is None and (
             status is StatusCode.UNSET or (type(status) is Status and status.status_code is StatusCode.UNSET)

@@ -52,6 +52,7 @@ from opentelemetry.trace import INVALID_SPAN, SpanKind, Status, StatusCode
 
 from .. import _guard
 from .._safety import record_internal_error
+from .._tracer import CleanAttributes
 from ._http import redact_query
 
 Scope = MutableMapping[str, Any]
@@ -424,7 +425,8 @@ class _Request:
         # contrib's collect_request_attributes, stable semantic conventions only.
         server = scope.get("server") or ("0.0.0.0", 80)
         host, port = server[0], server[1]
-        attributes: dict[str, Any] = {}
+        # Built here from str and int values only: the tracer takes them without re-checking each one.
+        attributes: dict[str, Any] = CleanAttributes()
         if self.scheme:
             attributes["url.scheme"] = self.scheme
         attributes["server.address"] = host if str(port) == "80" else f"{host}:{port}"
@@ -459,6 +461,7 @@ class _Request:
                 attributes["url.query"] = redact_query(_decode(query) if isinstance(query, bytes) else query)
         capture = middleware._capture
         if capture is not None and capture.request and self.server:
+            attributes = dict(attributes)  # header values are tuples: the tracer checks them
             attributes.update(capture.collect(scope.get("headers") or (), response=False))
         return attributes
 

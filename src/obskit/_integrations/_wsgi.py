@@ -42,6 +42,7 @@ from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode
 
 from .. import _safety
 from .. import _semconv as sc
+from .._tracer import CleanAttributes
 from ._http import SENSITIVE_HEADERS, redact_query
 
 METHOD: Final = sc.ATTR_HTTP_REQUEST_METHOD
@@ -489,7 +490,8 @@ class Middleware:
         """Contrib's stable-semconv request attributes (``collect_request_attributes``) and ``http.route``."""
         get = environ.get
         method, original, _name = self.methods(get("REQUEST_METHOD", ""))
-        attributes: dict[str, Any] = {METHOD: method}
+        # Built here from str and int values only: the tracer takes them without re-checking each one.
+        attributes: dict[str, Any] = CleanAttributes({METHOD: method})
         if original is not None:
             attributes[METHOD_ORIGINAL] = original
         if exchange.scheme:
@@ -536,6 +538,7 @@ class Middleware:
         if route is not None:
             attributes[ROUTE] = route
         if self.headers.enabled:
+            attributes = dict(attributes)  # header values are tuples: the tracer checks them
             attributes.update(self.headers.request(environ))
         return attributes
 
