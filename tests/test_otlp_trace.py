@@ -127,7 +127,10 @@ def rec() -> Recorder:
 def _cold_caches() -> None:
     """Each test starts with obskit's encoder caches empty, so a cache hit cannot hide a wrong first encoding."""
     _otlp_trace._kv_caches.clear()
+    _otlp_trace._span_kv_cache.clear()
+    _otlp_trace._block_cache.clear()
     _otlp_trace._name_cache.clear()
+    _otlp_trace._prefix_cache.clear()
     _otlp_trace._resource_cache.clear()
     _otlp_trace._scope_cache.clear()
 
@@ -327,6 +330,119 @@ def test_a_large_batch_past_the_caches_bounds(rec: Recorder) -> None:
     assert_identical(spans)
     assert all(len(cache) <= _otlp_trace._KV_CACHE_MAX for cache in _otlp_trace._kv_caches.values())
     assert len(_otlp_trace._name_cache) <= _otlp_trace._NAME_CACHE_MAX
+    assert len(_otlp_trace._block_cache) <= _otlp_trace._BLOCK_CACHE_MAX
+    assert len(_otlp_trace._span_kv_cache) <= _otlp_trace._SPAN_KV_CACHE_MAX
+
+
+def test_large_attribute_sets_past_the_pair_cache_bound(rec: Recorder) -> None:
+    """Span attribute sets past the block cache's size, with more distinct pairs than the pair cache holds."""
+    tracer = rec.tracer()
+    size = _otlp_trace._BLOCK_MAX_ITEMS + 1
+    for i in range(_otlp_trace._SPAN_KV_CACHE_MAX // size + 2):
+        with tracer.start_as_current_span("wide", attributes={f"k{j}": f"{i}.{j}" for j in range(size)}):
+            pass
+    assert_identical(rec.spans())
+    assert 0 < len(_otlp_trace._span_kv_cache) <= _otlp_trace._SPAN_KV_CACHE_MAX
+
+
+def _bare(name: str, attributes: Any, span_id: int = 2) -> ReadableSpan:
+    return ReadableSpan(
+        name=name,
+        context=SpanContext(trace_id=1, span_id=span_id, is_remote=False),
+        attributes=attributes,
+        start_time=10,
+        end_time=20,
+    )
+
+
+def test_attribute_sets_are_remembered_by_contents_not_identity() -> None:
+    """Equal contents in different dict objects share one cache entry; a dict changed between batches is re-encoded."""
+    first = _bare("a", {"model.name": "m", "model.stage": "inference", "model.batch_size": 32})
+    twin = _bare("b", {"model.name": "m", "model.stage": "inference", "model.batch_size": 32}, span_id=3)
+    assert_identical([first, twin])
+    assert len(_otlp_trace._block_cache) == 1
+
+    attributes: dict[str, Any] = {"model.name": "m", "model.stage": "preprocess"}
+    span = _bare("mutable", attributes)
+    before = assert_identical([span])
+    attributes["model.stage"] = "postprocess"
+    after = assert_identical([span])
+    assert after != before
+    attributes["model.batch_size"] = 8
+    assert assert_identical([span]) != after
+    del attributes["model.batch_size"]
+    assert assert_identical([span]) == after
+
+
+@pytest.mark.parametrize("size", [1, 12], ids=["block cache", "pair cache"])
+def test_equal_values_of_other_types_are_not_served_a_cached_int(size: int) -> None:
+    """An int's attribute set cached first, then the same contents with True, 1.0, an IntEnum or a str subclass."""
+    padding = {f"pad{i}": f"v{i}" for i in range(size - 1)}
+    spans = [
+        _bare(type(value).__name__, {**padding, "n": value}, span_id=i + 2)
+        for i, value in enumerate([1, True, 1.0, Color.RED, 7, 7.0, "fast", Mode.FAST, 0, False, -0.0, 0.0])
+    ]
+    for span in spans:
+        assert_identical([span])  # one batch each: every later span meets the earlier ones' cached encodings
+    request = ExportTraceServiceRequest.FromString(assert_identical(spans))
+    decoded = [decoded_attributes(s.attributes)["n"] for s in request.resource_spans[0].scope_spans[0].spans]
+    assert [type(v) for v in decoded] == [int, bool, float, int, int, float, str, str, int, bool, float, float]
+    assert math.copysign(1.0, decoded[10]) == -1.0
+
+
+def test_the_block_cache_is_bounded_and_skips_what_it_cannot_key() -> None:
+    """More distinct small attribute sets than the cache holds; unhashable, long and non-str-keyed sets."""
+    count = _otlp_trace._BLOCK_CACHE_MAX + 10
+    spans = [_bare(f"s{i}", {"i": i, "stage": "inference"}, span_id=i + 2) for i in range(count)]
+    assert_identical(spans)
+    assert len(_otlp_trace._block_cache) <= _otlp_trace._BLOCK_CACHE_MAX
+    _otlp_trace._block_cache.clear()
+    odd = [
+        _bare("unhashable", {"list": [1, 2], "ok": "x"}),  # a plain ReadableSpan's attributes are not cleaned
+        _bare("long", {"long": "x" * 2000}),
+        _bare("floats", {"f": 0.5, "g": -0.0}),
+        _bare("bools", {"b": True}),
+    ]
+    assert_identical(odd)
+    assert list(_otlp_trace._block_cache) == []
+
+
+def test_obskit_stage_spans_share_one_entry_per_stage() -> None:
+    """Spans from obskit's lean provider with a stage's read-only attribute view: one cached block per stage."""
+    from types import MappingProxyType
+
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    from obskit._tracer import GuardedSpanProcessors, LeanTracerProvider
+
+    exporter = InMemorySpanExporter()
+    provider = LeanTracerProvider(
+        resource=Resource.create({"service.name": "enc"}),
+        shutdown_on_exit=False,
+        active_span_processor=GuardedSpanProcessors(),
+    )
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("obskit", "1.0")
+    stages = {
+        stage: MappingProxyType({"model.name": "m", "model.version": "3", "model.stage": stage})
+        for stage in ("preprocess", "inference", "postprocess")
+    }
+    for port in (40000, 40001, 40002):
+        server: Any = tracer.start_span(
+            "POST /p",
+            kind=SpanKind.SERVER,
+            attributes={
+                **{f"http.k{i}": "v" for i in range(10)},
+                "client.port": port,
+            },
+        )
+        with trace.use_span(server, end_on_exit=True):
+            for stage, attributes in stages.items():
+                tracer.start_span(f"{stage} m", attributes=attributes).end()
+    spans = list(exporter.get_finished_spans())
+    assert type(spans[0]).__name__ == "_LeanSpan"
+    assert_identical(spans)
+    assert len(_otlp_trace._block_cache) == len(stages)
 
 
 def test_caches_survive_across_batches(rec: Recorder) -> None:
