@@ -27,6 +27,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace.propagation import _SPAN_KEY
 
 from . import _aggregate, _safety, _semconv
 
@@ -425,51 +426,72 @@ _Runner = Callable[[_Binding, Callable[..., Any], tuple[Any, ...], dict[str, Any
 def _sync_runner(site: _Site) -> _Runner:
     def run(binding: _Binding, wrapped: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         resolved = site.resolved
-        if binding.tracer is None and resolved is not None and resolved.binding is binding:
-            # Metrics only, site already resolved: _open()/_close() inlined, the path bench_stage.py measures
-            # against prometheus_client (two function frames are a fifth of it).
-            call = _Call()
-            call.span = None
-            call.resolved = resolved
-            call.batch = site.static_batch
-            if site.batch_fn is not None:
-                try:
-                    call.batch = _as_batch(site.batch_fn(*args, **kwargs))
-                except Exception as exc:
-                    _internal_error("stage batch_size callable", exc)
-            call_token = _current_call.set(call)
-            next(resolved.started)
-            call.t0 = t0 = perf_counter_ns()
+        if resolved is None or resolved.binding is not binding:
+            return _first_call(site, binding, wrapped, args, kwargs)
+        # The site is resolved: _open() inlined, and _close() too when metrics only (the paths bench_stage.py
+        # measures against stock OpenTelemetry and prometheus_client: function frames are a fifth of them).
+        call = _Call()
+        call.span = None
+        call.resolved = resolved
+        call.batch = site.static_batch
+        if site.batch_fn is not None:
             try:
-                result = wrapped(*args, **kwargs)
-            except BaseException as exc:
-                _close(call, exc, call_token)
-                raise
-            elapsed = (perf_counter_ns() - t0) / 1e9
+                call.batch = _as_batch(site.batch_fn(*args, **kwargs))
+            except Exception as exc:
+                _internal_error("stage batch_size callable", exc)
+        tracer = binding.tracer
+        ctx_token = None
+        if tracer is not None:
             try:
-                _current_call.reset(call_token)
-                resolved.duration_series.record(elapsed)
-                if call.batch is not None:
-                    resolved.batch_series.record(call.batch)
-            except Exception as internal:
-                _internal_error("stage end metrics", internal)
-            next(resolved.ended)
-            return result
-        opened = _open(site, binding, args, kwargs)
-        if opened is None:
-            return wrapped(*args, **kwargs)
-        # _enter() inlined: this is the path the benchmark measures.
-        call_token = _current_call.set(opened)
-        ctx_token = None if opened.span is None else otel_context.attach(opened.ctx)  # type: ignore[arg-type]
+                span = call.span = tracer.start_span(resolved.span_name, None, _INTERNAL, resolved.span_attrs)
+                # trace.set_span_in_context(span) + attach(), two calls shallower
+                ctx_token = otel_context.attach(Context({**otel_context.get_current(), _SPAN_KEY: span}))
+            except Exception as exc:
+                if call.span is not None:
+                    call.span.end()
+                _internal_error("stage start", exc)
+                return wrapped(*args, **kwargs)
+        call_token = _current_call.set(call)
+        next(resolved.started)
+        call.t0 = t0 = perf_counter_ns()
         try:
             result = wrapped(*args, **kwargs)
         except BaseException as exc:
-            _close(opened, exc, call_token, ctx_token)
+            _close(call, exc, call_token, ctx_token)
             raise  # the caller's exception, same object, traceback untouched
-        _close(opened, None, call_token, ctx_token)
+        if ctx_token is not None:
+            _close(call, None, call_token, ctx_token)
+            return result
+        elapsed = (perf_counter_ns() - t0) / 1e9
+        try:
+            _current_call.reset(call_token)
+            resolved.duration_series.record(elapsed)
+            if call.batch is not None:
+                resolved.batch_series.record(call.batch)
+        except Exception as internal:
+            _internal_error("stage end metrics", internal)
+        next(resolved.ended)
         return result
 
     return run
+
+
+def _first_call(
+    site: _Site, binding: _Binding, wrapped: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """A call through _open()/_close(): the site's first under this binding (it resolves the site)."""
+    opened = _open(site, binding, args, kwargs)
+    if opened is None:
+        return wrapped(*args, **kwargs)
+    call_token = _current_call.set(opened)
+    ctx_token = None if opened.span is None else otel_context.attach(opened.ctx)  # type: ignore[arg-type]
+    try:
+        result = wrapped(*args, **kwargs)
+    except BaseException as exc:
+        _close(opened, exc, call_token, ctx_token)
+        raise
+    _close(opened, None, call_token, ctx_token)
+    return result
 
 
 def _sync_wrapper(site: _Site) -> _Wrapper:
