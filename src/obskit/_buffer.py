@@ -767,12 +767,19 @@ class AccountedBatchSpanProcessor(BatchSpanProcessor):
             return
         # _SdkQueue.emit and BatchSpanProcessor.on_end inlined (four times per request): same lock, same order.
         account = self._account
+        processor = self._batch_processor
         with account._lock:
             account.produced += 1
-            if self._batch_processor._shutdown:
+            if processor._shutdown:
                 account.refused += 1
                 return
-            self._batch_processor.emit(span)
+            queue = processor._queue
+            if len(queue) < processor._max_export_batch_size - 1:
+                # Far from a full batch: what BatchProcessor.emit does then, without its per-span getpid()
+                # (the SDK also re-initialises the processor in a forked child through os.register_at_fork).
+                queue.appendleft(span)
+            else:
+                processor.emit(span)
 
 
 class AccountedBatchLogRecordProcessor(BatchLogRecordProcessor):
