@@ -142,6 +142,15 @@ class UpDownSum:
         self._lock = threading.Lock()
 
     def add(self, amount: float, attributes: Mapping[str, Any]) -> None:
+        entry = self._entry(attributes)
+        with self._lock:
+            entry[0] += amount
+
+    def cell(self, attributes: Mapping[str, Any]) -> UpDownCell:
+        """The sum of one attribute set, to add to without hashing the attributes again."""
+        return UpDownCell(self._entry(attributes), self._lock)
+
+    def _entry(self, attributes: Mapping[str, Any]) -> list[Any]:
         key = frozenset(attributes.items())
         with self._lock:
             entry = self._values.get(key)
@@ -151,11 +160,25 @@ class UpDownSum:
                     entry = self._values.get(key)
                 if entry is None:
                     entry = self._values[key] = [0, dict(attributes)]
-            entry[0] += amount
+            return entry
 
     def snapshots(self) -> list[tuple[Mapping[str, Any], float]]:
         with self._lock:
             return [(attributes, value) for value, attributes in self._values.values()]
+
+
+class UpDownCell:
+    """One attribute set's value in an :class:`UpDownSum`."""
+
+    __slots__ = ("_entry", "_lock")
+
+    def __init__(self, entry: list[Any], lock: threading.Lock) -> None:
+        self._entry = entry
+        self._lock = lock
+
+    def add(self, amount: float) -> None:
+        with self._lock:
+            self._entry[0] += amount
 
 
 class Registry:

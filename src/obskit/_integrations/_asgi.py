@@ -105,13 +105,14 @@ class _Histogram:
         self._keys: frozenset[str] | None = getattr(instrument, "_keys", None)
         self._series: dict[tuple[Any, ...], Any] = {}
 
-    def record(self, value: float, key: tuple[Any, ...], attributes: dict[str, Any], span: Any) -> None:
+    def record(self, value: float, key: tuple[Any, ...], attributes: Callable[[], dict[str, Any]], span: Any) -> None:
+        """``attributes()`` builds the attribute set; it is called only for a tuple not seen (and cached) yet."""
         series = self._series.get(key)
         if series is None:
             if self._aggregate is None or self._filter is None:
-                self.instrument.record(value, attributes, trace.set_span_in_context(span))
+                self.instrument.record(value, attributes(), trace.set_span_in_context(span))
                 return
-            series = self._resolve(key, attributes)
+            series = self._resolve(key, attributes())
         span_context = span.get_span_context()
         if span_context.trace_flags.sampled:
             series.record(value, span_context.trace_id, span_context.span_id)
@@ -136,20 +137,25 @@ class _UpDown:
         self._sum = getattr(instrument, "_sum", None)
         self._filter = getattr(instrument, "_filter", None)
         self._keys: frozenset[str] | None = getattr(instrument, "_keys", None)
-        self._attributes: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._cells: dict[tuple[Any, ...], Any] = {}
 
-    def add(self, amount: int, key: tuple[Any, ...], attributes: dict[str, Any]) -> None:
-        if self._sum is None or self._filter is None:
-            self.instrument.add(amount, attributes)
+    def add(self, amount: int, key: tuple[Any, ...], attributes: Callable[[], dict[str, Any]]) -> None:
+        """``attributes()`` builds the attribute set; it is called only for a key not seen (and cached) yet."""
+        cell = self._cells.get(key)
+        if cell is not None:
+            cell.add(amount)
             return
-        guarded = self._attributes.get(key)
-        if guarded is None:
-            keys = self._keys
-            kept = attributes if keys is None else {k: v for k, v in attributes.items() if k in keys}
-            guarded = self._filter(kept) if kept else {}
-            if _cacheable(self._filter, kept, guarded) and len(self._attributes) < _MAX_CACHED:
-                self._attributes[key] = guarded
-        self._sum.add(amount, guarded)
+        if self._sum is None or self._filter is None:
+            self.instrument.add(amount, attributes())
+            return
+        built = attributes()
+        keys = self._keys
+        kept = built if keys is None else {k: v for k, v in built.items() if k in keys}
+        guarded = self._filter(kept) if kept else {}
+        cell = self._sum.cell(guarded)
+        if _cacheable(self._filter, kept, guarded) and len(self._cells) < _MAX_CACHED:
+            self._cells[key] = cell
+        cell.add(amount)
 
 
 def _cacheable(guard: Any, kept: dict[str, Any], guarded: dict[str, Any]) -> bool:
@@ -413,12 +419,27 @@ class _Request:
             name = "HTTP" if self.method == "_OTHER" else self.method
             self.span = span = tracer.start_span(name, parent, kind, attributes)
             self.token = otel_context.attach(trace.set_span_in_context(span, parent))
-        middleware._instruments.active.add(1, self.active_key, self._active_attributes())
+        middleware._instruments.active.add(1, self.active_key, self._active_attributes)
 
     def _active_attributes(self) -> dict[str, Any]:
         attributes: dict[str, Any] = {"http.request.method": self.method}
         if self.scheme:
             attributes["url.scheme"] = self.scheme
+        return attributes
+
+    def _metric_attributes(self) -> dict[str, Any]:
+        """The attributes of the duration and body-size histograms (built only for a tuple not cached yet)."""
+        attributes: dict[str, Any] = {"http.request.method": self.method}
+        if self.scheme:
+            attributes["url.scheme"] = self.scheme
+        if self.protocol:
+            attributes["network.protocol.version"] = self.protocol
+        if self.route:
+            attributes["http.route"] = self.route
+        if self.status is not None:
+            attributes["http.response.status_code"] = self.status
+        if self.error_type is not None:
+            attributes["error.type"] = self.error_type
         return attributes
 
     def _span_attributes(self, scope: Scope, raw_method: str, path: str, user_agent: bytes | None) -> dict[str, Any]:
@@ -534,21 +555,11 @@ class _Request:
             if not self.routed:
                 self._name_span()
             route = self.route
-            attributes: dict[str, Any] = {"http.request.method": self.method}
-            if self.scheme:
-                attributes["url.scheme"] = self.scheme
-            if self.protocol:
-                attributes["network.protocol.version"] = self.protocol
-            if route:
-                attributes["http.route"] = route
-            if self.status is not None:
-                attributes["http.response.status_code"] = self.status
-            if self.error_type is not None:
-                attributes["error.type"] = self.error_type
             key = (self.method, self.scheme, self.protocol, route, self.status, self.error_type)
+            attributes = self._metric_attributes
             instruments = self.middleware._instruments
             instruments.duration.record(duration, key, attributes, span)
-            instruments.active.add(-1, self.active_key, self._active_attributes())
+            instruments.active.add(-1, self.active_key, self._active_attributes)
             if self.response_length:  # as contrib: a Content-Length of 0 is not recorded
                 instruments.response_size.record(self.response_length, key, attributes, span)
             if self.content_length is not None:

@@ -185,19 +185,6 @@ class _Sink:
         self._instrument.add(amount, self._attributes)
 
 
-class _ActiveSum:
-    """An aggregated up-down counter bound to one (guarded) attribute set."""
-
-    __slots__ = ("_attributes", "_sum")
-
-    def __init__(self, up_down: Any, attributes: Mapping[str, Any]) -> None:
-        self._sum = up_down
-        self._attributes = attributes
-
-    def add(self, amount: float) -> None:
-        self._sum.add(amount, self._attributes)
-
-
 class ServerMetrics:
     """``http.server.request.duration`` and ``http.server.active_requests`` exactly as contrib's stable output.
 
@@ -274,7 +261,7 @@ class ServerMetrics:
     def _new_active(self, key: tuple[str, str | None]) -> Any:
         method, scheme = key
         attributes: dict[str, Any] = {METHOD: method, SCHEME: scheme} if scheme else {METHOD: method}
-        make = (lambda a: _Sink(self._active, a)) if self._guard is None else (lambda a: _ActiveSum(self._active, a))
+        make = (lambda a: _Sink(self._active, a)) if self._guard is None else self._active.cell
         return self._resolve(self._actives, key, ACTIVE, attributes, make)
 
     def duration(
