@@ -74,6 +74,24 @@ _UNSET_STATUS: Final = Status(StatusCode.UNSET)
 _ERROR_STATUS: Final = Status(StatusCode.ERROR)
 
 
+_synthetic_types: dict[str, str | None] = {}
+
+
+def _synthetic_type(agent: str) -> str | None:
+    """The synthetic user-agent type contrib would record ("test", "bot" or None), remembered per agent (bounded)."""
+    known = _synthetic_types.get(agent, False)
+    if known is not False:
+        return known  # type: ignore[return-value]
+    lowered = agent.lower()
+    found = (
+        "test" if any(p in lowered for p in _TEST_AGENTS) else "bot" if any(p in lowered for p in _BOT_AGENTS) else None
+    )
+    if len(_synthetic_types) >= _MAX_CACHED:
+        _synthetic_types.clear()
+    _synthetic_types[agent] = found
+    return found
+
+
 def _decode(raw: bytes) -> str:
     # contrib's _decode_header_item
     try:
@@ -464,11 +482,9 @@ class _Request:
         if user_agent:
             agent = _decode(user_agent)
             attributes["user_agent.original"] = agent
-            lowered = agent.lower()
-            if any(p in lowered for p in _TEST_AGENTS):
-                attributes["user_agent.synthetic.type"] = "test"
-            elif any(p in lowered for p in _BOT_AGENTS):
-                attributes["user_agent.synthetic.type"] = "bot"
+            synthetic = _synthetic_type(agent)
+            if synthetic is not None:
+                attributes["user_agent.synthetic.type"] = synthetic
         client = scope.get("client")
         if client is not None:
             if client[0]:
