@@ -491,6 +491,10 @@ class _AggregatedHistogram(Histogram):
         self._filter = guard
         self._keys = keys
 
+    def parts(self) -> tuple[_aggregate.Histogram, _Filter, frozenset[str] | None]:
+        """What an integration needs to resolve a series once per attribute set: aggregate, guard, kept keys."""
+        return self._histogram, self._filter, self._keys
+
     def record(self, amount: float, attributes: Attributes = None, context: Context | None = None) -> None:
         try:
             attrs = self._filter(_only(attributes, self._keys)) if attributes else {}
@@ -511,6 +515,10 @@ class _AggregatedUpDownCounter(UpDownCounter):
         self._sum = up_down
         self._filter = guard
         self._keys = keys
+
+    def parts(self) -> tuple[_aggregate.UpDownSum, _Filter, frozenset[str] | None]:
+        """What an integration needs to resolve a cell once per attribute set: aggregate, guard, kept keys."""
+        return self._sum, self._filter, self._keys
 
     def add(self, amount: float, attributes: Attributes = None, context: Context | None = None) -> None:
         try:

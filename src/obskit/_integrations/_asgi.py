@@ -112,15 +112,21 @@ class _CarrierGetter(Getter[dict[str, str]]):
 _GETTER: Final = _CarrierGetter()
 
 
+def _parts(instrument: Any) -> tuple[Any, Any, frozenset[str] | None]:
+    """(aggregate, guard filter, kept keys) of an instrument obskit aggregates; Nones for any other instrument."""
+    parts = getattr(instrument, "parts", None)
+    if parts is None:
+        return None, None, None
+    return parts()  # type: ignore[no-any-return]
+
+
 class _Histogram:
     """One HTTP histogram; with obskit's aggregation behind it, each record is one ``Series.record``."""
 
     def __init__(self, instrument: Any) -> None:
         self.instrument = instrument
         # obskit's _AggregatedHistogram: the guard and the key filter run once per distinct attribute tuple.
-        self._aggregate = getattr(instrument, "_histogram", None)
-        self._filter = getattr(instrument, "_filter", None)
-        self._keys: frozenset[str] | None = getattr(instrument, "_keys", None)
+        self._aggregate, self._filter, self._keys = _parts(instrument)
         self._series: dict[tuple[Any, ...], Any] = {}
 
     def record(self, value: float, key: tuple[Any, ...], attributes: Callable[[], dict[str, Any]], span: Any) -> None:
@@ -140,8 +146,8 @@ class _Histogram:
     def _resolve(self, key: tuple[Any, ...], attributes: dict[str, Any]) -> Any:
         keys = self._keys
         kept = attributes if keys is None else {k: v for k, v in attributes.items() if k in keys}
-        guarded = self._filter(kept) if kept else {}  # type: ignore[misc]
-        series = self._aggregate.series(guarded)  # type: ignore[union-attr]
+        guarded = self._filter(kept) if kept else {}
+        series = self._aggregate.series(guarded)
         if _cacheable(self._filter, kept, guarded) and len(self._series) < _MAX_CACHED:
             self._series[key] = series
         return series
@@ -152,9 +158,7 @@ class _UpDown:
 
     def __init__(self, instrument: Any) -> None:
         self.instrument = instrument
-        self._sum = getattr(instrument, "_sum", None)
-        self._filter = getattr(instrument, "_filter", None)
-        self._keys: frozenset[str] | None = getattr(instrument, "_keys", None)
+        self._sum, self._filter, self._keys = _parts(instrument)
         self._cells: dict[tuple[Any, ...], Any] = {}
 
     def add(self, amount: int, key: tuple[Any, ...], attributes: Callable[[], dict[str, Any]]) -> None:
