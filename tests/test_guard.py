@@ -457,3 +457,22 @@ def test_hostile_containers_do_not_raise() -> None:
     """Containers whose slicing fails become their type name instead of raising."""
     guard = LabelGuard()
     assert guard.filter("m", {"a": HostileList([1])}) == {"a": "<HostileList>"}
+
+
+def test_reusable_filter_says_when_an_answer_may_be_cached() -> None:
+    """What the server middlewares cache per attribute tuple: never an answer whose filtering counted an overflow."""
+    guard = LabelGuard(max_values=1, denied=["tenant.id"])
+    state = guard.instrument("http.server.request.duration")
+    keys = frozenset({"http.route", "tenant.id"})
+
+    assert state.reusable_filter({"http.route": "/a", "url.path": "/a/1"}, keys) == ({"http.route": "/a"}, True)
+    assert state.reusable_filter({"http.route": "/a", "tenant.id": "t1"}, keys) == ({"http.route": "/a"}, True)
+    before = guard.overflow_counts()
+    assert state.reusable_filter({"http.route": "/b"}, keys) == ({"http.route": "_OTHER"}, False)
+    assert guard.overflow_counts() != before  # counted, and counted again by the next measurement
+    assert state.reusable_filter({"http.route": "/b"}, keys) == ({"http.route": "_OTHER"}, False)
+    assert guard.overflow_counts()[("http.server.request.duration", "http.route")] == 2
+
+    guard.register("declared", keys=["model.name"])
+    declared = guard.instrument("declared")
+    assert declared.reusable_filter({"model.name": "m", "extra": "x"}, None) == ({"model.name": "m"}, False)

@@ -201,6 +201,21 @@ class _Instrument:
             return {}
         return out
 
+    def reusable_filter(
+        self, attributes: Mapping[str, Any], keys: frozenset[str] | None
+    ) -> tuple[dict[str, AttributeValue], bool]:
+        """:meth:`filter` over the attributes whose key is in ``keys`` (all when None), and whether it may be reused.
+
+        The answer may be reused for the same attributes without filtering again unless filtering counted an
+        overflow (a value replaced by ``_OTHER``, a key dropped): SPEC §4 counts those at every measurement. An
+        overflow counted meanwhile by another thread only makes the answer False.
+        """
+        guard = self.guard
+        before = guard.overflow_events
+        kept = _only(attributes, keys)
+        guarded = self.filter(kept) if kept else {}
+        return guarded, guard.overflow_events == before
+
     def _admit(self, raw_key: object, value: object, out: dict[str, AttributeValue]) -> None:
         """Slow path: a key or value not seen before, an overflow, a denied or undeclared key."""
         guard = self.guard
@@ -365,6 +380,8 @@ class LabelGuard:
         self._instruments: dict[str, _Instrument] = {}
         self._overflowed = _Overflowed(self, OTHER, 0)
         self._overflow: dict[tuple[str, str], int] = {}
+        # Overflows counted so far, all pairs together (read without the lock by _Instrument.reusable_filter).
+        self.overflow_events = 0
 
     def filter(
         self, instrument: str, attributes: Mapping[Any, object] | None, limit: int | None = None
@@ -415,6 +432,7 @@ class LabelGuard:
         """Count one overflow (caller holds the lock); True the first time for this pair."""
         count = self._overflow.get((instrument, key), 0) + 1
         self._overflow[(instrument, key)] = count
+        self.overflow_events += 1
         return count == 1
 
     def overflow_counts(self) -> dict[tuple[str, str], int]:
@@ -486,14 +504,19 @@ class _GuardedHistogram(Histogram):
 class _AggregatedHistogram(Histogram):
     """A histogram recorded into obskit's own aggregation (``_aggregate``) rather than the SDK's."""
 
-    def __init__(self, histogram: _aggregate.Histogram, guard: _Filter, keys: frozenset[str] | None) -> None:
+    def __init__(self, histogram: _aggregate.Histogram, guard: _Instrument, keys: frozenset[str] | None) -> None:
         self._histogram = histogram
-        self._filter = guard
+        self._guard = guard
+        self._filter = guard.filter
         self._keys = keys
 
-    def parts(self) -> tuple[_aggregate.Histogram, _Filter, frozenset[str] | None]:
-        """What an integration needs to resolve a series once per attribute set: aggregate, guard, kept keys."""
-        return self._histogram, self._filter, self._keys
+    def resolve(self, attributes: Mapping[str, Any]) -> tuple[_aggregate.Series, bool]:
+        """The series of ``attributes`` after the guard, and whether it may be reused for the same attributes.
+
+        What an integration caches per attribute tuple (see :meth:`_Instrument.reusable_filter`).
+        """
+        guarded, reusable = self._guard.reusable_filter(attributes, self._keys)
+        return self._histogram.series(guarded), reusable
 
     def record(self, amount: float, attributes: Attributes = None, context: Context | None = None) -> None:
         try:
@@ -511,14 +534,16 @@ class _AggregatedHistogram(Histogram):
 class _AggregatedUpDownCounter(UpDownCounter):
     """An up-down counter summed by obskit (``_aggregate``) rather than by the SDK."""
 
-    def __init__(self, up_down: _aggregate.UpDownSum, guard: _Filter, keys: frozenset[str] | None) -> None:
+    def __init__(self, up_down: _aggregate.UpDownSum, guard: _Instrument, keys: frozenset[str] | None) -> None:
         self._sum = up_down
-        self._filter = guard
+        self._guard = guard
+        self._filter = guard.filter
         self._keys = keys
 
-    def parts(self) -> tuple[_aggregate.UpDownSum, _Filter, frozenset[str] | None]:
-        """What an integration needs to resolve a cell once per attribute set: aggregate, guard, kept keys."""
-        return self._sum, self._filter, self._keys
+    def resolve(self, attributes: Mapping[str, Any]) -> tuple[_aggregate.UpDownCell, bool]:
+        """The sum of ``attributes`` after the guard, and whether it may be reused for the same attributes."""
+        guarded, reusable = self._guard.reusable_filter(attributes, self._keys)
+        return self._sum.cell(guarded), reusable
 
     def add(self, amount: float, attributes: Attributes = None, context: Context | None = None) -> None:
         try:
@@ -620,7 +645,7 @@ class _GuardedMeter(Meter):
         aggregated = self._aggregated
         if aggregated is not None and name in aggregated.keys:
             up_down = aggregated.registry.up_down_sum(name, unit=unit, description=description, scope=self._scope())
-            return _AggregatedUpDownCounter(up_down, self._filter(name), aggregated.keys[name])
+            return _AggregatedUpDownCounter(up_down, self._guard.instrument(name), aggregated.keys[name])
         return _GuardedUpDownCounter(self.delegate.create_up_down_counter(name, unit, description), self._filter(name))
 
     def _scope(self) -> _aggregate.Scope:
@@ -640,7 +665,7 @@ class _GuardedMeter(Meter):
             histogram = aggregated.registry.histogram(
                 name, unit=unit, description=description, bounds=bounds, scope=self._scope()
             )
-            return _AggregatedHistogram(histogram, self._filter(name), aggregated.keys[name])
+            return _AggregatedHistogram(histogram, self._guard.instrument(name), aggregated.keys[name])
         delegate = self.delegate.create_histogram(
             name, unit, description, explicit_bucket_boundaries_advisory=explicit_bucket_boundaries_advisory
         )

@@ -49,7 +49,6 @@ from opentelemetry.propagate import extract
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import INVALID_SPAN, SpanKind, Status, StatusCode
 
-from .. import _guard
 from .._safety import record_internal_error
 from .._tracer import CleanAttributes
 from ._http import redact_query
@@ -111,31 +110,25 @@ class _CarrierGetter(Getter[dict[str, str]]):
 _GETTER: Final = _CarrierGetter()
 
 
-def _parts(instrument: Any) -> tuple[Any, Any, frozenset[str] | None]:
-    """(aggregate, guard filter, kept keys) of an instrument obskit aggregates; Nones for any other instrument."""
-    parts = getattr(instrument, "parts", None)
-    if parts is None:
-        return None, None, None
-    return parts()  # type: ignore[no-any-return]
-
-
 class _Histogram:
     """One HTTP histogram; with obskit's aggregation behind it, each record is one ``Series.record``."""
 
     def __init__(self, instrument: Any) -> None:
         self.instrument = instrument
-        # obskit's _AggregatedHistogram: the guard and the key filter run once per distinct attribute tuple.
-        self._aggregate, self._filter, self._keys = _parts(instrument)
+        # obskit's aggregated histogram: the guard runs once per distinct attribute tuple (_guard's resolve()).
+        self._resolve: Callable[[dict[str, Any]], tuple[Any, bool]] | None = getattr(instrument, "resolve", None)
         self._series: dict[tuple[Any, ...], Any] = {}
 
     def record(self, value: float, key: tuple[Any, ...], attributes: Callable[[], dict[str, Any]], span: Any) -> None:
         """``attributes()`` builds the attribute set; it is called only for a tuple not seen (and cached) yet."""
         series = self._series.get(key)
         if series is None:
-            if self._aggregate is None or self._filter is None:
+            if self._resolve is None:
                 self.instrument.record(value, attributes(), trace.set_span_in_context(span))
                 return
-            series = self._resolve(key, attributes())
+            series, reusable = self._resolve(attributes())
+            if reusable and len(self._series) < _MAX_CACHED:
+                self._series[key] = series
         if span is INVALID_SPAN:  # metrics only: no exemplar to take
             series.record(value)
             return
@@ -145,56 +138,26 @@ class _Histogram:
         else:
             series.record(value)
 
-    def _resolve(self, key: tuple[Any, ...], attributes: dict[str, Any]) -> Any:
-        keys = self._keys
-        kept = attributes if keys is None else {k: v for k, v in attributes.items() if k in keys}
-        guarded = self._filter(kept) if kept else {}
-        series = self._aggregate.series(guarded)
-        if _cacheable(self._filter, kept, guarded) and len(self._series) < _MAX_CACHED:
-            self._series[key] = series
-        return series
-
 
 class _UpDown:
     """``http.server.active_requests``: the guarded attributes resolved once per (method, scheme)."""
 
     def __init__(self, instrument: Any) -> None:
         self.instrument = instrument
-        self._sum, self._filter, self._keys = _parts(instrument)
+        self._resolve: Callable[[dict[str, Any]], tuple[Any, bool]] | None = getattr(instrument, "resolve", None)
         self._cells: dict[tuple[Any, ...], Any] = {}
 
     def add(self, amount: int, key: tuple[Any, ...], attributes: Callable[[], dict[str, Any]]) -> None:
         """``attributes()`` builds the attribute set; it is called only for a key not seen (and cached) yet."""
         cell = self._cells.get(key)
-        if cell is not None:
-            cell.add(amount)
-            return
-        if self._sum is None or self._filter is None:
-            self.instrument.add(amount, attributes())
-            return
-        built = attributes()
-        keys = self._keys
-        kept = built if keys is None else {k: v for k, v in built.items() if k in keys}
-        guarded = self._filter(kept) if kept else {}
-        cell = self._sum.cell(guarded)
-        if _cacheable(self._filter, kept, guarded) and len(self._cells) < _MAX_CACHED:
-            self._cells[key] = cell
+        if cell is None:
+            if self._resolve is None:
+                self.instrument.add(amount, attributes())
+                return
+            cell, reusable = self._resolve(attributes())
+            if reusable and len(self._cells) < _MAX_CACHED:
+                self._cells[key] = cell
         cell.add(amount)
-
-
-def _cacheable(guard: Any, kept: dict[str, Any], guarded: dict[str, Any]) -> bool:
-    """Whether the guard's answer may be reused: no value replaced by _OTHER, no key dropped but denied ones.
-
-    A replacement or a dropped key is counted per measurement (SPEC §4), so those tuples go through the guard
-    every time.
-    """
-    other = _guard.OTHER
-    if any(value == other and kept.get(key) != other for key, value in guarded.items()):
-        return False
-    if len(guarded) == len(kept):
-        return True
-    denied: frozenset[str] = getattr(getattr(getattr(guard, "__self__", None), "guard", None), "denied", frozenset())
-    return all(key in guarded or key in denied for key in kept)
 
 
 class Instruments:

@@ -241,12 +241,7 @@ class ServerMetrics:
         guard = self._guard
         cacheable = True
         if guard is not None:
-            keys = self._keys[name]
-            if keys is not None:
-                attributes = {k: v for k, v in attributes.items() if k in keys}
-            before = sum(guard.overflow_counts().values())
-            attributes = guard.filter(name, attributes)
-            cacheable = sum(guard.overflow_counts().values()) == before
+            attributes, cacheable = guard.instrument(name).reusable_filter(attributes, self._keys[name])
         found = make(attributes)
         if cacheable and len(cache) < MAX_SERIES:
             cache[key] = found
