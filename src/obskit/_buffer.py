@@ -737,14 +737,34 @@ class _SdkQueue:
 
             os.register_at_fork(after_in_child=after_in_child)
 
+    # One lock around count-and-enqueue, so a snapshot never sees an item counted but not yet queued.
+
     def emit(self, forward: Callable[[Any], None], item: Any) -> None:
-        # One lock around count-and-enqueue, so a snapshot never sees an item counted but not yet queued.
+        """Count ``item`` and hand it to ``forward`` (the SDK processor's own hook, which enqueues it)."""
         with self._lock:
-            self.produced += 1
-            if getattr(self.processor, "_shutdown", False):
-                self.refused += 1
-                return
-            forward(item)
+            if self._admitted():
+                forward(item)
+
+    def put(self, item: Any) -> None:
+        """Count ``item`` and enqueue it as the SDK's ``BatchProcessor.emit`` would (spans: four per request)."""
+        with self._lock:
+            if self._admitted():
+                processor = self.processor
+                queue = processor._queue
+                if len(queue) < processor._max_export_batch_size - 1:
+                    # Far from a full batch: what BatchProcessor.emit does then, without its per-item getpid()
+                    # (the SDK also re-initialises the processor in a forked child through os.register_at_fork).
+                    queue.appendleft(item)
+                else:
+                    processor.emit(item)
+
+    def _admitted(self) -> bool:
+        """Count one item produced (the caller holds the lock); False, counted as refused, after shutdown."""
+        self.produced += 1
+        if self.processor._shutdown:
+            self.refused += 1
+            return False
+        return True
 
     @contextmanager
     def hold(self) -> Iterator[_SdkCounts]:
@@ -765,21 +785,7 @@ class AccountedBatchSpanProcessor(BatchSpanProcessor):
         context = span.context
         if not (context and context.trace_flags & 1):  # sampled
             return
-        # _SdkQueue.emit and BatchSpanProcessor.on_end inlined (four times per request): same lock, same order.
-        account = self._account
-        processor = self._batch_processor
-        with account._lock:
-            account.produced += 1
-            if processor._shutdown:
-                account.refused += 1
-                return
-            queue = processor._queue
-            if len(queue) < processor._max_export_batch_size - 1:
-                # Far from a full batch: what BatchProcessor.emit does then, without its per-span getpid()
-                # (the SDK also re-initialises the processor in a forked child through os.register_at_fork).
-                queue.appendleft(span)
-            else:
-                processor.emit(span)
+        self._account.put(span)  # what BatchSpanProcessor.on_end does past the sampled check, counted
 
 
 class AccountedBatchLogRecordProcessor(BatchLogRecordProcessor):
