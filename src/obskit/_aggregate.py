@@ -142,25 +142,25 @@ class UpDownSum:
         self._lock = threading.Lock()
 
     def add(self, amount: float, attributes: Mapping[str, Any]) -> None:
-        entry = self._entry(attributes)
+        key = frozenset(attributes.items())
         with self._lock:
-            entry[0] += amount
+            self._entry_locked(key, attributes)[0] += amount
 
     def cell(self, attributes: Mapping[str, Any]) -> UpDownCell:
         """The sum of one attribute set, to add to without hashing the attributes again."""
-        return UpDownCell(self._entry(attributes), self._lock)
-
-    def _entry(self, attributes: Mapping[str, Any]) -> list[Any]:
         key = frozenset(attributes.items())
         with self._lock:
-            entry = self._values.get(key)
+            return UpDownCell(self._entry_locked(key, attributes), self._lock)
+
+    def _entry_locked(self, key: frozenset[tuple[str, Any]], attributes: Mapping[str, Any]) -> list[Any]:
+        entry = self._values.get(key)
+        if entry is None:
+            if len(self._values) >= MAX_SERIES:
+                key, attributes = _OVERFLOW_KEY, _OVERFLOW_ATTRIBUTES
+                entry = self._values.get(key)
             if entry is None:
-                if len(self._values) >= MAX_SERIES:
-                    key, attributes = _OVERFLOW_KEY, _OVERFLOW_ATTRIBUTES
-                    entry = self._values.get(key)
-                if entry is None:
-                    entry = self._values[key] = [0, dict(attributes)]
-            return entry
+                entry = self._values[key] = [0, dict(attributes)]
+        return entry
 
     def snapshots(self) -> list[tuple[Mapping[str, Any], float]]:
         with self._lock:
