@@ -75,6 +75,18 @@ _clean_views: dict[int, Mapping[str, Any]] = {}
 _CLEAN_VIEWS_MAX: Final = 1024
 
 
+def _plain(attributes: Mapping[str, Any]) -> bool:
+    """Non-empty str keys and str/bool/int/float values only: what the SDK's cleaning keeps as it is.
+
+    Checked in C (map + issuperset), not a Python loop: a server span has a dozen attributes.
+    """
+    return (
+        _SIMPLE.issuperset(map(type, attributes.values()))
+        and _STR.issuperset(map(type, attributes))
+        and "" not in attributes
+    )
+
+
 def _attributes(attributes: types.Attributes, limits: Any) -> BoundedAttributes:
     """The span's attribute store: the caller's values as they are when the SDK's cleaning could not change them."""
     maxlen = limits.max_span_attributes
@@ -84,12 +96,7 @@ def _attributes(attributes: types.Attributes, limits: Any) -> BoundedAttributes:
                 maxlen, attributes, immutable=False, max_value_len=limits.max_span_attribute_length
             )
         if type(attributes) is not CleanAttributes and _clean_views.get(id(attributes)) is not attributes:
-            # Type checks in C (map + issuperset), not a Python loop: a server span has a dozen attributes.
-            if not (
-                _SIMPLE.issuperset(map(type, attributes.values()))
-                and _STR.issuperset(map(type, attributes))
-                and "" not in attributes
-            ):
+            if not _plain(attributes):
                 return BoundedAttributes(maxlen, attributes, immutable=False, max_value_len=None)
             if type(attributes) is MappingProxyType:
                 if len(_clean_views) >= _CLEAN_VIEWS_MAX:
@@ -168,9 +175,7 @@ class _LeanSpan(SdkSpan):
         if (
             store_attributes.max_value_len is not None
             or (maxlen is not None and len(store) + len(attributes) > maxlen)
-            or not _SIMPLE.issuperset(map(type, attributes.values()))
-            or not _STR.issuperset(map(type, attributes))
-            or "" in attributes
+            or not _plain(attributes)
         ):
             super().set_attributes(attributes)
             return

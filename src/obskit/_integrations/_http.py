@@ -173,12 +173,10 @@ _NEEDS_SCRUB_MAX: Final = 1024
 
 
 def _may_need_scrub(keys: tuple[str, ...]) -> bool:
-    known = _needs_scrub.get(keys)
-    if known is None:
-        known = not _KEYS_OF_INTEREST.isdisjoint(keys) or any(".header." in key for key in keys)
-        if len(_needs_scrub) >= _NEEDS_SCRUB_MAX:
-            _needs_scrub.clear()
-        _needs_scrub[keys] = known
+    known = not _KEYS_OF_INTEREST.isdisjoint(keys) or any(".header." in key for key in keys)
+    if len(_needs_scrub) >= _NEEDS_SCRUB_MAX:
+        _needs_scrub.clear()
+    _needs_scrub[keys] = known
     return known
 
 
@@ -189,7 +187,10 @@ def _scrub(span: Any, keep_query: bool) -> None:
     # Fast path (every span, twice): a snapshot of the SDK's key storage, no lock taken.
     raw = getattr(attributes, "_dict", None)
     keys = tuple(raw) if type(raw) is dict else tuple(attributes)
-    if not keys or _needs_scrub.get(keys) is False or not _may_need_scrub(keys):
+    if not keys:
+        return
+    known = _needs_scrub.get(keys)
+    if not (_may_need_scrub(keys) if known is None else known):
         return
     changes = scrub_attributes(raw.copy() if isinstance(raw, dict) else attributes, keep_query=keep_query)
     if not changes:
