@@ -12,7 +12,7 @@ from opentelemetry import trace
 
 import obskit
 from obskit import ConfigError, ObskitWarning
-from obskit._integrations._http import contrib_excluded_urls
+from obskit._integrations._http import contrib_excluded_urls, excluded_paths
 from obskit.testing import OtlpReceiver
 
 PROTOCOLS = [("grpc", "grpc_endpoint"), ("http/protobuf", "http_endpoint")]
@@ -325,6 +325,23 @@ def test_excluded_url_patterns_match_the_path(pattern: str, path: str, excluded:
     regex = re.compile(contrib_excluded_urls((pattern,)))
     assert bool(regex.search("https://models.example:443" + path)) is excluded
     assert not regex.search("https://debug.example/x") or pattern != "debug" or path != "/x"
+
+
+def test_excluded_paths_as_the_middlewares_search_them():
+    """obskit's own middlewares search all patterns in the path at once; a set that cannot be one alternation
+    (inline global flags) is searched pattern by pattern."""
+    assert excluded_paths(()) is None
+    search = excluded_paths(("^/healthz$", "^/internal/"))
+    assert search is not None
+    assert [bool(search(p)) for p in ("/healthz", "/healthz/x", "/internal/a", "/api/internal/a")] == [
+        True,
+        False,
+        True,
+        False,
+    ]
+    flagged = excluded_paths(("(?i)^/HEALTH$", "^/ready$"))
+    assert flagged is not None
+    assert [bool(flagged(p)) for p in ("/health", "/ready", "/predict")] == [True, True, False]
 
 
 def test_init_after_shutdown_warns_and_stays_off(receiver: OtlpReceiver):

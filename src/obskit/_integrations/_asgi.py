@@ -51,7 +51,7 @@ from opentelemetry.trace import INVALID_SPAN, SpanKind, Status, StatusCode
 
 from .._safety import record_internal_error
 from .._tracer import CleanAttributes
-from ._http import redact_query
+from ._http import KNOWN_METHODS, excluded_paths, redact_query
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -61,9 +61,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 # (scope, root_path before the app ran) -> the route template, or None when no route matched.
 RouteOf = Callable[[Scope, str], "str | None"]
 
-_KNOWN_METHODS: Final = frozenset(
-    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY"}
-)
 _TEST_AGENTS: Final = ("alwayson",)
 _BOT_AGENTS: Final = ("googlebot", "bingbot")
 # Bounds of the per-middleware caches: attribute tuples -> resolved series, header names -> capture decision.
@@ -254,18 +251,6 @@ def exception_recorder(app: ASGIApp) -> ASGIApp:
     return _ExceptionRecorder(app)
 
 
-def _excluded(patterns: Iterable[str]) -> Callable[[str], Any] | None:
-    """One search per request over all the excluded-URL path regexes (None: nothing excluded)."""
-    patterns = list(patterns)
-    if not patterns:
-        return None
-    try:
-        return re.compile("|".join(f"(?:{p})" for p in patterns)).search
-    except re.error:  # e.g. inline global flags, valid alone but not inside an alternation
-        compiled = [re.compile(p) for p in patterns]
-        return lambda path: any(c.search(path) for c in compiled)
-
-
 class ServerMiddleware:
     """The outermost ASGI middleware of an app: one server span (unless metrics only) and the HTTP metrics.
 
@@ -294,7 +279,7 @@ class ServerMiddleware:
         self._tracer = tracer
         self._instruments = instruments
         self._route_of = route_of
-        self._excluded = _excluded(excluded_urls)
+        self._excluded = excluded_paths(excluded_urls)
         self._capture = capture if capture is not None and (capture.request or capture.response) else None
         self._capture_query = capture_query
 
@@ -358,7 +343,7 @@ class _Request:
         self.root_path: str = scope.get("root_path", "")
         raw_method: str = scope.get("method", "")
         upper = raw_method.upper()
-        self.method = upper if upper in _KNOWN_METHODS else "_OTHER"
+        self.method = upper if upper in KNOWN_METHODS else "_OTHER"
         self.scheme = scope.get("scheme")
         self.protocol = scope.get("http_version")
         self.status: int | None = None

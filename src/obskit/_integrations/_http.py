@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import signal
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
@@ -36,6 +36,28 @@ def contrib_excluded_urls(patterns: Sequence[str]) -> str:
     # contrib splits on commas; a literal comma can't be expressed, and one never occurs in a URL path regex
     # that we ship. An empty string would mean "use contrib's env default", so "exclude nothing" is spelled out.
     return ",".join(translated) if translated else r"^\b$"
+
+
+# RFC 9110/5789 methods and QUERY: the ones opentelemetry.util.http.sanitize_method keeps (others are _OTHER).
+KNOWN_METHODS: Final = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY"}
+)
+
+
+def excluded_paths(patterns: Iterable[str]) -> Callable[[str], Any] | None:
+    """Obskit's excluded-URL path regexes as one search per request path (None: nothing is excluded).
+
+    A truthy result means excluded. The patterns are joined into one alternation; a set that cannot be (e.g. one
+    with inline global flags, valid alone but not inside an alternation) is searched pattern by pattern.
+    """
+    patterns = list(patterns)
+    if not patterns:
+        return None
+    try:
+        return re.compile("|".join(f"(?:{p})" for p in patterns)).search
+    except re.error:
+        compiled = [re.compile(p) for p in patterns]
+        return lambda path: any(c.search(path) for c in compiled)
 
 
 def force_stable_http_semconv() -> None:

@@ -21,7 +21,7 @@ metrics only (no-op tracer, obskit's guarded meters)    +120     +14
 full (SDK server span, in-memory exporter, metrics)     +192     +60
 =====================================================  =======  ======
 
-The pieces not specific to WSGI (:class:`MethodNames`, :class:`ExcludedPaths`, :class:`ServerMetrics`,
+The pieces not specific to WSGI (:class:`MethodNames`, :class:`ServerMetrics`,
 :class:`HeaderCapture`) are meant to be shared with the ASGI side.
 """
 
@@ -42,7 +42,7 @@ from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode
 from .. import _safety
 from .. import _semconv as sc
 from .._tracer import CleanAttributes
-from ._http import SENSITIVE_HEADERS, redact_query
+from ._http import KNOWN_METHODS, SENSITIVE_HEADERS, excluded_paths, redact_query
 
 METHOD: Final = sc.ATTR_HTTP_REQUEST_METHOD
 ROUTE: Final = sc.ATTR_HTTP_ROUTE
@@ -54,10 +54,6 @@ ACTIVE: Final = sc.HTTP_SERVER_ACTIVE_REQUESTS
 METHOD_ORIGINAL: Final = "http.request.method_original"
 PROTOCOL: Final = "network.protocol.version"
 OTHER_METHOD: Final = sc.OTHER
-# RFC 9110/5789 methods and QUERY, as opentelemetry.util.http.sanitize_method.
-KNOWN_METHODS: Final = frozenset(
-    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY"}
-)
 _CAPTURE_ALL_METHODS: Final = "OTEL_PYTHON_INSTRUMENTATION_HTTP_CAPTURE_ALL_METHODS"
 # Bounds of the per-process caches keyed by request data (methods, user agents, metric attribute tuples).
 _MAX_METHODS: Final = 64
@@ -96,17 +92,6 @@ class MethodNames:
         if len(self._cache) < _MAX_METHODS:
             self._cache[raw] = found
         return found
-
-
-class ExcludedPaths:
-    """obskit's excluded-URL path regexes as one alternation, searched in the request path (no query string)."""
-
-    def __init__(self, patterns: Sequence[str]) -> None:
-        self._search = re.compile("|".join(f"(?:{p})" for p in patterns)).search if patterns else None
-
-    def __call__(self, path: str) -> bool:
-        search = self._search
-        return search is not None and search(path) is not None
 
 
 def _fullmatch(patterns: Sequence[str]) -> Callable[[str], Any] | None:
@@ -416,7 +401,7 @@ class Middleware:
             if isinstance(tracer, trace.NoOpTracer):
                 tracer = None
         self.tracer = tracer
-        self.excluded = ExcludedPaths(excluded_urls)
+        self.excluded = excluded_paths(excluded_urls)
         self.methods = MethodNames()
         self.metrics = ServerMetrics(meter_provider, name, version, schema_url)
         self.capture_query = capture_query
@@ -430,7 +415,8 @@ class Middleware:
     def begin(self, environ: Mapping[str, Any], start_response: Callable[..., Any]) -> Exchange | None:
         """A new exchange (the request counted as active), or None: excluded, or obskit failed."""
         try:
-            if self.excluded(environ.get("PATH_INFO", "")):
+            excluded = self.excluded
+            if excluded is not None and excluded(environ.get("PATH_INFO", "")):
                 return None
             exchange = Exchange(start_response)
             exchange.start_ns = time_ns()
