@@ -221,3 +221,48 @@ def test_one_server_span_per_request():
             "opentelemetry.instrumentation.fastapi"
         }
         assert telemetry.metric("http.server.request.duration").count() == 2
+
+
+
+def test_capture_all_methods_as_contrib(monkeypatch: pytest.MonkeyPatch):
+    """OTEL_PYTHON_INSTRUMENTATION_HTTP_CAPTURE_ALL_METHODS: an unknown method is kept, not _OTHER, as in contrib."""
+    monkeypatch.setenv("OTEL_PYTHON_INSTRUMENTATION_HTTP_CAPTURE_ALL_METHODS", "true")
+    contrib_spans, contrib_metrics = _drive("contrib")
+    obskit_spans, obskit_metrics = _drive("obskit")
+    assert "FROBNICATE /items/{item_id}" in [s["name"] for s in contrib_spans]
+    assert obskit_spans == contrib_spans
+    assert obskit_metrics == contrib_metrics
+
+
+def _drive_metrics_only() -> dict[Any, Any]:
+    """The obskit middleware as init() wires it with traces off: a no-op tracer provider, the guarded meters."""
+    from opentelemetry import trace
+    from starlette.routing import Mount
+
+    from obskit import _guard
+    from obskit import _semconv as sc
+    from obskit._integrations import fastapi as fastapi_integration
+
+    with capture_telemetry(auto_instrument=False) as telemetry:
+        app = _app()
+        [sub] = [route.app for route in app.router.routes if isinstance(route, Mount)]
+        for one in (app, sub):  # as auto-instrumentation does: every FastAPI app, the mounted one too
+            fastapi_integration.instrument(
+                one, trace.NoOpTracerProvider(), _guard.current(), (sc.DEFAULT_EXCLUDED_URLS,), "obskit"
+            )
+        client = TestClient(app, raise_server_exceptions=False)
+        for method, path, headers, body in REQUESTS:
+            client.request(method, path, headers=headers, content=body)
+        assert telemetry.spans() == []
+        return _metrics(telemetry)
+
+
+def test_metrics_only_mode_has_the_same_metric_streams():
+    """Without spans (metrics only: no exception recorder, a plain send wrapper) the HTTP metrics do not change."""
+    _, traced = _drive("obskit")
+    metrics_only = _drive_metrics_only()
+    assert sorted(metrics_only) == sorted(traced)
+    for key, points in traced.items():
+        assert metrics_only[key] == points, key
+    errors = [p for p in metrics_only[next(k for k in traced if k[3] == "http.server.request.duration")]]
+    assert any(("error.type", "500") in attributes for attributes in errors)

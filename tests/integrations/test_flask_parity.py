@@ -163,13 +163,17 @@ def _quiet_flask_errors(caplog: pytest.LogCaptureFixture) -> None:
 
 @pytest.mark.parametrize(
     ("capture_query", "contrib_variables"),
-    [(False, False), (True, False), (False, True)],
-    ids=["no-query", "capture-query", "contrib-capture-variables"],
+    [(False, False), (True, False), (False, True), (False, "all-methods")],
+    ids=["no-query", "capture-query", "contrib-capture-variables", "capture-all-methods"],
 )
 def test_same_spans_and_metric_streams_as_contrib(
-    capture_query: bool, contrib_variables: bool, monkeypatch: pytest.MonkeyPatch
+    capture_query: bool, contrib_variables: bool | str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Span names, kinds, parents, attributes, status, events and metric streams equal contrib's, request by request."""
+    all_methods = contrib_variables == "all-methods"
+    if all_methods:  # unknown methods kept as they are instead of _OTHER (contrib's variable, honoured by both)
+        monkeypatch.setenv("OTEL_PYTHON_INSTRUMENTATION_HTTP_CAPTURE_ALL_METHODS", "true")
+        contrib_variables = False
     if contrib_variables:  # contrib's own header-capture variables, which both middlewares honour
         monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST", ".*")
         monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE", "content-.*")
@@ -179,7 +183,8 @@ def test_same_spans_and_metric_streams_as_contrib(
     # The scenario covers what it claims to (so that equality below is not vacuous).
     names = [s["name"] for s in contrib_spans]
     assert "GET /items/<int:item_id>" in names
-    assert {"GET", "HTTP", "GET /boom", "POST /users/<name>/orders/<int:order>", "inference parity"} <= set(names)
+    assert {"GET", "GET /boom", "POST /users/<name>/orders/<int:order>", "inference parity"} <= set(names)
+    assert ("FOO" if all_methods else "HTTP") in names  # the unknown method FOO
     assert not any("healthz" in str(s["attributes"].get("url.path")) for s in contrib_spans)
     assert any(s["parent"] and s["parent"][0] == "remote" for s in contrib_spans)
     assert any(s["events"] for s in contrib_spans)

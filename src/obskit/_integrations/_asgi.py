@@ -51,7 +51,7 @@ from opentelemetry.trace import INVALID_SPAN, SpanKind, Status, StatusCode
 
 from .._safety import record_internal_error
 from .._tracer import CleanAttributes
-from ._http import KNOWN_METHODS, excluded_paths, redact_query
+from ._http import MethodNames, excluded_paths, redact_query
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -116,8 +116,19 @@ class _Histogram:
         self._resolve: Callable[[dict[str, Any]], tuple[Any, bool]] | None = getattr(instrument, "resolve", None)
         self._series: dict[tuple[Any, ...], Any] = {}
 
-    def record(self, value: float, key: tuple[Any, ...], attributes: Callable[[], dict[str, Any]], span: Any) -> None:
-        """``attributes()`` builds the attribute set; it is called only for a tuple not seen (and cached) yet."""
+    def record(
+        self,
+        value: float,
+        key: tuple[Any, ...],
+        attributes: Callable[[], dict[str, Any]],
+        span: Any,
+        trace_id: int,
+        span_id: int,
+    ) -> None:
+        """One measurement (``Instruments.record`` looks cached series up itself and comes here only on a miss).
+
+        ``attributes()`` builds the attribute set; ``trace_id``/``span_id`` are the exemplar's (0: none).
+        """
         series = self._series.get(key)
         if series is None:
             if self._resolve is None:
@@ -126,14 +137,7 @@ class _Histogram:
             series, reusable = self._resolve(attributes())
             if reusable and len(self._series) < _MAX_CACHED:
                 self._series[key] = series
-        if span is INVALID_SPAN:  # metrics only: no exemplar to take
-            series.record(value)
-            return
-        span_context = span.get_span_context()
-        if span_context.trace_flags.sampled:
-            series.record(value, span_context.trace_id, span_context.span_id)
-        else:
-            series.record(value)
+        series.record(value, trace_id, span_id)
 
 
 class _UpDown:
@@ -144,17 +148,34 @@ class _UpDown:
         self._resolve: Callable[[dict[str, Any]], tuple[Any, bool]] | None = getattr(instrument, "resolve", None)
         self._cells: dict[tuple[Any, ...], Any] = {}
 
-    def add(self, amount: int, key: tuple[Any, ...], attributes: Callable[[], dict[str, Any]]) -> None:
-        """``attributes()`` builds the attribute set; it is called only for a key not seen (and cached) yet."""
+    def add(self, amount: int, key: tuple[Any, ...], attributes: Callable[[], dict[str, Any]]) -> Any:
+        """Add to the series of ``key`` and return that series (to ``.add(-1)`` to at the request's end).
+
+        ``attributes()`` builds the attribute set; it is called only for a key not seen (and cached) yet.
+        """
         cell = self._cells.get(key)
         if cell is None:
             if self._resolve is None:
-                self.instrument.add(amount, attributes())
-                return
-            cell, reusable = self._resolve(attributes())
-            if reusable and len(self._cells) < _MAX_CACHED:
-                self._cells[key] = cell
+                cell = _ApiCell(self.instrument, attributes())
+            else:
+                cell, reusable = self._resolve(attributes())
+                if reusable and len(self._cells) < _MAX_CACHED:
+                    self._cells[key] = cell
         cell.add(amount)
+        return cell
+
+
+class _ApiCell:
+    """One attribute set of an API up-down counter (a meter provider other than obskit's)."""
+
+    __slots__ = ("_attributes", "_instrument")
+
+    def __init__(self, instrument: Any, attributes: dict[str, Any]) -> None:
+        self._instrument = instrument
+        self._attributes = attributes
+
+    def add(self, amount: int) -> None:
+        self._instrument.add(amount, self._attributes)
 
 
 class Instruments:
@@ -180,6 +201,33 @@ class Instruments:
         self.response_size = _Histogram(create_http_server_response_body_size(meter))
         self.request_size = _Histogram(create_http_server_request_body_size(meter))
         self.active = _UpDown(create_http_server_active_requests(meter))
+
+    def record(
+        self,
+        key: tuple[Any, ...],
+        attributes: Callable[[], dict[str, Any]],
+        span: Any,
+        duration: float,
+        response_length: int | None,
+        request_length: int | None,
+    ) -> None:
+        """The duration and body-size records of one request (cached series looked up here: a call less each)."""
+        trace_id = span_id = 0
+        if span is not INVALID_SPAN:
+            span_context = span.get_span_context()
+            if span_context.trace_flags.sampled:  # exemplars as the SDK's default trace_based filter
+                trace_id, span_id = span_context.trace_id, span_context.span_id
+        for histogram, value in (
+            (self.duration, duration),
+            (self.response_size, response_length or None),  # as contrib: a Content-Length of 0 is not recorded
+            (self.request_size, request_length),
+        ):
+            if value is not None:
+                series = histogram._series.get(key)
+                if series is not None:
+                    series.record(value, trace_id, span_id)
+                else:
+                    histogram.record(value, key, attributes, span, trace_id, span_id)
 
 
 class HeaderCapture:
@@ -280,6 +328,7 @@ class ServerMiddleware:
         self._instruments = instruments
         self._route_of = route_of
         self._excluded = excluded_paths(excluded_urls)
+        self._methods = MethodNames()  # reads OTEL_PYTHON_INSTRUMENTATION_HTTP_CAPTURE_ALL_METHODS, as contrib
         self._capture = capture if capture is not None and (capture.request or capture.response) else None
         self._capture_query = capture_query
 
@@ -288,7 +337,7 @@ class ServerMiddleware:
             await self.app(scope, receive, send)
             return
         try:
-            request = _Request(self, scope)
+            request = _Request(self, scope, send)
         except Exception as exc:
             record_internal_error("asgi request", exc)
             request = None
@@ -296,7 +345,9 @@ class ServerMiddleware:
             await self.app(scope, receive, send)
             return
         try:
-            await self.app(scope, receive, request.send_wrapper(send))
+            # Metrics only, nothing happens after a message is sent: a plain function returning the server's
+            # awaitable (no coroutine frame of ours per message).
+            await self.app(scope, receive, request.send if request.span is not INVALID_SPAN else request.send_plain)
         finally:
             try:
                 request.finish()
@@ -309,13 +360,15 @@ class _Request:
 
     __slots__ = (
         "_send",
-        "active_key",
+        "active",
         "content_length",
         "ended",
         "error_type",
         "excluded",
         "method",
+        "method_original",
         "middleware",
+        "name",
         "protocol",
         "response_length",
         "root_path",
@@ -330,7 +383,7 @@ class _Request:
         "token",
     )
 
-    def __init__(self, middleware: ServerMiddleware, scope: Scope) -> None:
+    def __init__(self, middleware: ServerMiddleware, scope: Scope, send: Send) -> None:
         self.excluded = False
         excluded = middleware._excluded
         path: str = scope.get("path", "")
@@ -340,10 +393,10 @@ class _Request:
         self.start = perf_counter()
         self.middleware = middleware
         self.scope = scope
+        self._send = send
         self.root_path: str = scope.get("root_path", "")
         raw_method: str = scope.get("method", "")
-        upper = raw_method.upper()
-        self.method = upper if upper in KNOWN_METHODS else "_OTHER"
+        self.method, self.method_original, self.name = middleware._methods(raw_method)
         self.scheme = scope.get("scheme")
         self.protocol = scope.get("http_version")
         self.status: int | None = None
@@ -356,7 +409,6 @@ class _Request:
         self.span: Any = INVALID_SPAN
         self.server = False
         self.token: Any = None
-        self.active_key = (self.method, self.scheme)
         tracer = middleware._tracer
 
         # The one pass over the request headers.
@@ -390,10 +442,9 @@ class _Request:
                 parent = otel_context.get_current()
             self.server = kind is SpanKind.SERVER
             attributes = self._span_attributes(scope, raw_method, path, user_agent)
-            name = "HTTP" if self.method == "_OTHER" else self.method
-            self.span = span = tracer.start_span(name, parent, kind, attributes)
+            self.span = span = tracer.start_span(self.name, parent, kind, attributes)
             self.token = otel_context.attach(trace.set_span_in_context(span, parent))
-        middleware._instruments.active.add(1, self.active_key, self._active_attributes)
+        self.active = middleware._instruments.active.add(1, (self.method, self.scheme), self._active_attributes)
 
     def _active_attributes(self) -> dict[str, Any]:
         attributes: dict[str, Any] = {"http.request.method": self.method}
@@ -433,8 +484,8 @@ class _Request:
             attributes["url.path"] = path
         if raw_method:
             attributes["http.request.method"] = self.method
-            if raw_method != self.method:
-                attributes["http.request.method_original"] = raw_method
+            if self.method_original is not None:
+                attributes["http.request.method_original"] = self.method_original
         if user_agent:
             agent = _decode(user_agent)
             attributes["user_agent.original"] = agent
@@ -458,11 +509,17 @@ class _Request:
             attributes.update(capture.collect(scope.get("headers") or (), response=False))
         return attributes
 
-    def send_wrapper(self, send: Send) -> Send:
-        self._send = send
-        return self.send
+    def send_plain(self, message: Message) -> Awaitable[None]:
+        """The send given to the app when there is no span (metrics only)."""
+        if message["type"] == "http.response.start":
+            try:
+                self._response_start(message)
+            except Exception as exc:
+                record_internal_error("asgi response", exc)
+        return self._send(message)
 
     async def send(self, message: Message) -> None:
+        """The send given to the app when there is a span: it ends once the last body message is sent."""
         kind = message["type"]
         if kind == "http.response.start":
             try:
@@ -519,25 +576,24 @@ class _Request:
         self.route = route = self.middleware._route_of(self.scope, self.root_path)
         span = self.span
         if route and span is not INVALID_SPAN:
-            span.update_name(f"{'HTTP' if self.method == '_OTHER' else self.method} {route}")
+            span.update_name(f"{self.name} {route}")
             span.set_attribute("http.route", route)
 
     def finish(self) -> None:
-        duration = max(perf_counter() - self.start, 0.0)
+        duration = perf_counter() - self.start  # monotonic: never negative
         span = self.span
         try:
             if not self.routed:
                 self._name_span()
-            route = self.route
-            key = (self.method, self.scheme, self.protocol, route, self.status, self.error_type)
-            attributes = self._metric_attributes
-            instruments = self.middleware._instruments
-            instruments.duration.record(duration, key, attributes, span)
-            instruments.active.add(-1, self.active_key, self._active_attributes)
-            if self.response_length:  # as contrib: a Content-Length of 0 is not recorded
-                instruments.response_size.record(self.response_length, key, attributes, span)
-            if self.content_length is not None:
-                instruments.request_size.record(self.content_length, key, attributes, span)
+            self.middleware._instruments.record(
+                (self.method, self.scheme, self.protocol, self.route, self.status, self.error_type),
+                self._metric_attributes,
+                span,
+                duration,
+                self.response_length,
+                self.content_length,
+            )
+            self.active.add(-1)
         finally:
             if self.token is not None:
                 otel_context.detach(self.token)

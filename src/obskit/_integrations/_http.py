@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import threading
@@ -42,6 +43,35 @@ def contrib_excluded_urls(patterns: Sequence[str]) -> str:
 KNOWN_METHODS: Final = frozenset(
     {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY"}
 )
+
+_OTHER_METHOD: Final = "_OTHER"
+_CAPTURE_ALL_METHODS: Final = "OTEL_PYTHON_INSTRUMENTATION_HTTP_CAPTURE_ALL_METHODS"
+_MAX_METHODS: Final = 64  # bound of the per-middleware cache of raw method strings
+
+
+class MethodNames:
+    """A request method as contrib reports it: ``(http.request.method, method_original or None, span name)``."""
+
+    def __init__(self) -> None:
+        # contrib reads this variable on every request; once per app is enough for a process setting.
+        self._all = bool(os.environ.get(_CAPTURE_ALL_METHODS))
+        self._cache: dict[str, tuple[str, str | None, str]] = {}
+
+    def __call__(self, raw: str) -> tuple[str, str | None, str]:
+        found = self._cache.get(raw)
+        if found is not None:
+            return found
+        upper = raw.upper()
+        normalized = (upper if self._all or upper in KNOWN_METHODS else _OTHER_METHOD).strip()
+        original = raw.strip()
+        found = (
+            normalized,
+            original if original and original != normalized else None,
+            "HTTP" if normalized == _OTHER_METHOD else normalized,
+        )
+        if len(self._cache) < _MAX_METHODS:
+            self._cache[raw] = found
+        return found
 
 
 def excluded_paths(patterns: Iterable[str]) -> Callable[[str], Any] | None:

@@ -21,13 +21,12 @@ metrics only (no-op tracer, obskit's guarded meters)    +120     +14
 full (SDK server span, in-memory exporter, metrics)     +192     +60
 =====================================================  =======  ======
 
-The pieces not specific to WSGI (:class:`MethodNames`, :class:`ServerMetrics`,
-:class:`HeaderCapture`) are meant to be shared with the ASGI side.
+The pieces not specific to WSGI (:class:`ServerMetrics`, :class:`HeaderCapture`) are meant to be shared with
+the ASGI side (``_http.MethodNames`` already is).
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from time import perf_counter, time_ns
@@ -42,7 +41,7 @@ from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode
 from .. import _safety
 from .. import _semconv as sc
 from .._tracer import CleanAttributes
-from ._http import KNOWN_METHODS, SENSITIVE_HEADERS, excluded_paths, redact_query
+from ._http import SENSITIVE_HEADERS, MethodNames, excluded_paths, redact_query
 
 METHOD: Final = sc.ATTR_HTTP_REQUEST_METHOD
 ROUTE: Final = sc.ATTR_HTTP_ROUTE
@@ -53,10 +52,7 @@ DURATION: Final = sc.METRIC_HTTP_SERVER_REQUEST_DURATION
 ACTIVE: Final = sc.HTTP_SERVER_ACTIVE_REQUESTS
 METHOD_ORIGINAL: Final = "http.request.method_original"
 PROTOCOL: Final = "network.protocol.version"
-OTHER_METHOD: Final = sc.OTHER
-_CAPTURE_ALL_METHODS: Final = "OTEL_PYTHON_INSTRUMENTATION_HTTP_CAPTURE_ALL_METHODS"
-# Bounds of the per-process caches keyed by request data (methods, user agents, metric attribute tuples).
-_MAX_METHODS: Final = 64
+# Bound of the per-process caches keyed by request data (user agents, metric attribute tuples).
 MAX_SERIES: Final = 1024
 _SERVER: Final = SpanKind.SERVER
 _INTERNAL: Final = SpanKind.INTERNAL
@@ -67,31 +63,6 @@ def internal_error(where: str) -> None:
     """Count the exception being handled as obskit's own failure (re-raised under our tests). Call in ``except``."""
     with _safety.swallow_errors(where):
         raise
-
-
-class MethodNames:
-    """A request method as contrib reports it: ``(http.request.method, method_original or None, span name)``."""
-
-    def __init__(self) -> None:
-        # contrib reads this variable on every request; once per app is enough for a process setting.
-        self._all = bool(os.environ.get(_CAPTURE_ALL_METHODS))
-        self._cache: dict[str, tuple[str, str | None, str]] = {}
-
-    def __call__(self, raw: str) -> tuple[str, str | None, str]:
-        found = self._cache.get(raw)
-        if found is not None:
-            return found
-        upper = raw.upper()
-        normalized = (upper if self._all or upper in KNOWN_METHODS else OTHER_METHOD).strip()
-        original = raw.strip()
-        found = (
-            normalized,
-            original if original and original != normalized else None,
-            "HTTP" if normalized == OTHER_METHOD else normalized,
-        )
-        if len(self._cache) < _MAX_METHODS:
-            self._cache[raw] = found
-        return found
 
 
 def _fullmatch(patterns: Sequence[str]) -> Callable[[str], Any] | None:

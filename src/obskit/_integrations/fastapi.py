@@ -115,8 +115,13 @@ def _instrument_lean(app: Any, tracer_provider: Any, meter_provider: Any, exclud
                 "obskit: FastAPI app not instrumented: unexpected middleware stack %s", type(inner).__name__
             )
             return inner
-        errors = ServerErrorMiddleware(
-            app=_asgi.exception_recorder(inner.app), handler=inner.handler, debug=inner.debug
+        # Metrics only: no span to record an exception on, so no recorder (a coroutine frame per request).
+        errors = (
+            inner
+            if tracer is None
+            else ServerErrorMiddleware(
+                app=_asgi.exception_recorder(inner.app), handler=inner.handler, debug=inner.debug
+            )
         )
         return _asgi.ServerMiddleware(
             errors,
