@@ -34,7 +34,7 @@ from typing import Any, Final
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from opentelemetry.instrumentation.propagators import get_global_response_propagator
+from opentelemetry.instrumentation import propagators as _response_propagation
 from opentelemetry.instrumentation.wsgi import default_response_propagation_setter, wsgi_getter
 from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode, Tracer
 
@@ -203,12 +203,8 @@ class ServerMetrics:
             cache[key] = found
         return found
 
-    def active(self, method: str, scheme: str | None) -> Any:
-        """The active-requests series of (method, scheme): ``add(+1)``/``add(-1)``."""
-        key = (method, scheme)
-        return self._actives.get(key) or self._new_active(key)
-
-    def _new_active(self, key: tuple[str, str | None]) -> Any:
+    def new_active(self, key: tuple[str, str | None]) -> Any:
+        """The active-requests series of (method, scheme) not cached yet (``add(+1)``/``add(-1)``)."""
         method, scheme = key
         attributes: dict[str, Any] = {METHOD: method, SCHEME: scheme} if scheme else {METHOD: method}
         make = (lambda a: _Sink(self._active, a)) if self._guard is None else self._active.cell
@@ -335,7 +331,8 @@ class Exchange:
     def start_response(self, status: str, headers: Any, *args: Any) -> Any:
         self.status = status
         self.response_headers = headers
-        propagator = get_global_response_propagator()  # type: ignore[no-untyped-call]
+        # get_global_response_propagator() returns this module global: read directly, a call less per request.
+        propagator = _response_propagation._RESPONSE_PROPAGATOR
         if propagator is not None:  # e.g. traceresponse, when the user set one (contrib does the same)
             try:
                 propagator.inject(headers, setter=default_response_propagation_setter)
@@ -397,8 +394,10 @@ class Middleware:
             if protocol[:5].upper() == "HTTP/":
                 protocol = protocol[5:]
             exchange.protocol = protocol
-            exchange.active = self.metrics.active(exchange.method, exchange.scheme)
-            exchange.active.add(1)
+            metrics = self.metrics
+            key = (exchange.method, exchange.scheme)
+            active = exchange.active = metrics._actives.get(key) or metrics.new_active(key)
+            active.add(1)
             exchange.t0 = perf_counter()
             return exchange
         except Exception:
@@ -509,9 +508,12 @@ class Middleware:
                 span_context = span.get_span_context()
                 if span_context.trace_flags.sampled:  # exemplars as the SDK's default trace_based filter
                     trace_id, span_id = span_context.trace_id, span_context.span_id
-            self.metrics.duration(
-                exchange.method, exchange.scheme, status_code, exchange.route, exchange.protocol, error
-            ).record(duration, trace_id, span_id)
+            key = (exchange.method, exchange.scheme, status_code, exchange.route, exchange.protocol, error)
+            metrics = self.metrics
+            sink = metrics._durations.get(key)
+            if sink is None:
+                sink = metrics.duration(*key)
+            sink.record(duration, trace_id, span_id)
         except Exception:
             internal_error("wsgi request metrics")
         span = exchange.span

@@ -81,6 +81,11 @@ def _instrument_lean(app: Any, tracer_provider: Any, meter_provider: Any, exclud
     wsgi_app = app.wsgi_app
     dispatch = app.full_dispatch_request
     current_request = flask.request._get_current_object  # type: ignore[attr-defined]
+    # Flask's request-context variable read directly (what the ``flask.request`` proxy does, a call shallower);
+    # the proxy when a Flask version has no such variable.
+    request_context = getattr(getattr(flask, "globals", None), "_cv_request", None)
+    get_request_context = request_context.get if request_context is not None else None
+    tracer = middleware.tracer
 
     def obskit_wsgi_app(environ: dict[str, Any], start_response: Any) -> Any:
         exchange = begin(environ, start_response)
@@ -96,14 +101,17 @@ def _instrument_lean(app: Any, tracer_provider: Any, meter_provider: Any, exclud
         return result
 
     def obskit_full_dispatch_request() -> Any:
-        request = current_request()
+        request = get_request_context().request if get_request_context is not None else current_request()
         environ = request.environ
         exchange = environ.get(_EXCHANGE_KEY)
         if exchange is None:  # excluded, or not called through wsgi_app (e.g. under test_request_context())
             return dispatch()
         try:
             rule = request.url_rule
-            enter(exchange, environ, None if rule is None else rule.rule)
+            if tracer is None:  # metrics only: the route is all there is to note
+                exchange.route = None if rule is None else rule.rule
+            else:
+                enter(exchange, environ, None if rule is None else rule.rule)
         except Exception:
             internal_error("flask dispatch")
         try:
