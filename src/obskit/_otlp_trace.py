@@ -32,6 +32,8 @@ from opentelemetry.trace import SpanKind
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 from opentelemetry.trace.status import Status, StatusCode
 
+from ._tracer import _LeanSpan
+
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -359,6 +361,8 @@ _ACCESSORS: Final = (
     "instrumentation_scope", "dropped_attributes", "dropped_events", "dropped_links",
 )  # fmt: skip
 _fast_classes: dict[type, bool] = {}
+# get_span_context() implementations that return the _context field as it is (obskit's drops the SDK's cast()).
+_PLAIN_CONTEXT_GETTERS: Final = (ReadableSpan.get_span_context, SdkSpan.get_span_context, _LeanSpan.get_span_context)
 
 
 def _is_fast(cls: type) -> bool:
@@ -367,7 +371,7 @@ def _is_fast(cls: type) -> bool:
         fast = _fast_classes[cls] = (
             issubclass(cls, ReadableSpan)
             and all(getattr(cls, name, None) is getattr(ReadableSpan, name) for name in _ACCESSORS)
-            and cls.get_span_context in (ReadableSpan.get_span_context, SdkSpan.get_span_context)
+            and cls.get_span_context in _PLAIN_CONTEXT_GETTERS
         )
     return fast
 

@@ -23,13 +23,13 @@ from typing import Any, Final, ParamSpec, TypeVar, cast, overload
 
 import wrapt
 from opentelemetry import context as otel_context
-from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation import _SPAN_KEY
 
 from . import _aggregate, _safety, _semconv
+from ._context import SPAN_ID, TRACE_FLAGS, TRACE_ID, attach_context, current_context, with_span
 
 __all__ = ["bind", "current_registry", "inference", "postprocess", "preprocess", "set_batch_size", "stage", "unbind"]
 
@@ -327,7 +327,7 @@ def _open(
             span = call.span = tracer.start_span(
                 resolved.span_name, parent, _INTERNAL, resolved.span_attrs, start_time=start_time
             )
-            call.ctx = trace.set_span_in_context(span, parent)
+            call.ctx = with_span(span, parent)
         next(resolved.started)
         call.t0 = perf_counter_ns() if t0 is None else t0
     except Exception as exc:
@@ -365,8 +365,8 @@ def _close(
         trace_id = span_id = 0
         if span is not None:
             span_context = span.get_span_context()
-            if span_context.trace_flags & 1:  # sampled: exemplars follow the SDK's default trace_based filter
-                trace_id, span_id = span_context.trace_id, span_context.span_id
+            if span_context[TRACE_FLAGS] & 1:  # sampled: exemplars follow the SDK's default trace_based filter
+                trace_id, span_id = span_context[TRACE_ID], span_context[SPAN_ID]
         series = resolved.duration_series if error is None else resolved.series_for_error(type(error))
         series.record(elapsed, trace_id, span_id)
         if batch is not None:
@@ -394,7 +394,7 @@ def _close(
 
 def _enter(call: _Call) -> tuple[Token[_Call | None], object | None]:
     """Make the call current for set_batch_size(), and its span current (for a whole call or a stream's step)."""
-    return _current_call.set(call), (None if call.span is None else otel_context.attach(call.ctx))  # type: ignore[arg-type]
+    return _current_call.set(call), (None if call.span is None else attach_context(call.ctx))  # type: ignore[arg-type]
 
 
 def _exit(call_token: Token[_Call | None], ctx_token: object | None) -> None:
@@ -410,8 +410,8 @@ def _first_output(call: _Call) -> None:
     try:
         span = call.span
         trace_id = span_id = 0
-        if span is not None and (span_context := span.get_span_context()).trace_flags.sampled:
-            trace_id, span_id = span_context.trace_id, span_context.span_id
+        if span is not None and (span_context := span.get_span_context())[TRACE_FLAGS] & 1:
+            trace_id, span_id = span_context[TRACE_ID], span_context[SPAN_ID]
         call.resolved.ttfo_series.record((perf_counter_ns() - call.t0) / 1e9, trace_id, span_id)
     except Exception as exc:
         _internal_error("stage first output", exc)
@@ -444,8 +444,8 @@ def _sync_runner(site: _Site) -> _Runner:
         if tracer is not None:
             try:
                 span = call.span = tracer.start_span(resolved.span_name, None, _INTERNAL, resolved.span_attrs)
-                # trace.set_span_in_context(span) + attach(), two calls shallower
-                ctx_token = otel_context.attach(Context({**otel_context.get_current(), _SPAN_KEY: span}))
+                # attach_context(with_span(span)), a call shallower
+                ctx_token = attach_context(Context({**current_context(), _SPAN_KEY: span}))
             except Exception as exc:
                 if call.span is not None:
                     call.span.end()
@@ -484,7 +484,7 @@ def _first_call(
     if opened is None:
         return wrapped(*args, **kwargs)
     call_token = _current_call.set(opened)
-    ctx_token = None if opened.span is None else otel_context.attach(opened.ctx)  # type: ignore[arg-type]
+    ctx_token = None if opened.span is None else attach_context(opened.ctx)  # type: ignore[arg-type]
     try:
         result = wrapped(*args, **kwargs)
     except BaseException as exc:
@@ -559,7 +559,7 @@ def _async_wrapper(site: _Site) -> _Wrapper:
 
 def _call_time(binding: _Binding) -> tuple[Context, int | None, int]:
     """Parent context, wall-clock and monotonic time at the call of a streaming stage."""
-    return otel_context.get_current(), (time_ns() if binding.tracer is not None else None), perf_counter_ns()
+    return current_context(), (time_ns() if binding.tracer is not None else None), perf_counter_ns()
 
 
 def _gen_wrapper(site: _Site) -> _Wrapper:

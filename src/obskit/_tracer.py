@@ -31,7 +31,6 @@ from time import time_ns
 from types import MappingProxyType
 from typing import Any, Final
 
-from opentelemetry import context as context_api
 from opentelemetry import trace as trace_api
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
@@ -45,6 +44,7 @@ from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util import types
 
 from . import _safety
+from ._context import IS_VALID, TRACE_FLAGS, TRACE_ID, TRACE_STATE, current_context
 
 _logger = logging.getLogger("opentelemetry.sdk.trace")  # the SDK's own logger, for the SDK's own warnings
 
@@ -58,7 +58,6 @@ _NOT_SAMPLED: Final = TraceFlags(TraceFlags.DEFAULT)
 _NOT_SAMPLED_RANDOM: Final = TraceFlags(TraceFlags.RANDOM_TRACE_ID)
 _new_object = object.__new__
 _new_context = tuple.__new__  # SpanContext is a tuple; its __new__ only re-checks ids we just generated
-_get_current_context = context_api.get_current
 _INVALID_SPAN: Final = trace_api.INVALID_SPAN
 
 
@@ -124,6 +123,9 @@ class _LeanSpan(SdkSpan):
     _record_end_metrics = None
     _record_exception = True
     _set_status_on_exception = True
+
+    def get_span_context(self) -> SpanContext:
+        return self._context  # type: ignore[return-value]  # always set here; the SDK's method adds a typing.cast()
 
     def _add_event(self, event: Any) -> None:
         with self._lock:
@@ -255,20 +257,20 @@ class LeanTracer(Tracer):
                 name, context, kind, attributes, links, start_time, record_exception, set_status_on_exception
             )
         # trace.get_current_span(context), two calls shallower
-        parent: Any = (context if context is not None else _get_current_context()).get(_SPAN_KEY, _INVALID_SPAN)
+        parent: Any = (context if context is not None else current_context()).get(_SPAN_KEY, _INVALID_SPAN)
         parent = parent.get_span_context()
         trace_state: Any
         result: Any
-        if parent is not None and parent.is_valid and self._child_sampling:
+        if parent is not None and parent[IS_VALID] and self._child_sampling:
             # What the sampler would decide, without the call: its SamplingResult keeps the attributes and the
             # parent's trace state.
-            trace_id = parent.trace_id
-            flags = parent.trace_flags
+            trace_id = parent[TRACE_ID]
+            flags = parent[TRACE_FLAGS]
             if flags & 1 or self._child_sampling == 2:
                 trace_flags = _SAMPLED_RANDOM if flags & 2 else _SAMPLED
             else:
                 trace_flags = _NOT_SAMPLED_RANDOM if flags & 2 else _NOT_SAMPLED
-            trace_state = parent.trace_state
+            trace_state = parent[TRACE_STATE]
             span_attributes = attributes
         else:
             if parent is None or not parent.is_valid:

@@ -48,7 +48,9 @@ from opentelemetry import trace
 from opentelemetry.propagate import extract
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import INVALID_SPAN, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation import _SPAN_KEY
 
+from .._context import SPAN_ID, TRACE_FLAGS, TRACE_ID, attach_context, current_context, with_span
 from .._safety import record_internal_error
 from .._tracer import CleanAttributes
 from ._http import MethodNames, excluded_paths, redact_query
@@ -215,8 +217,8 @@ class Instruments:
         trace_id = span_id = 0
         if span is not INVALID_SPAN:
             span_context = span.get_span_context()
-            if span_context.trace_flags.sampled:  # exemplars as the SDK's default trace_based filter
-                trace_id, span_id = span_context.trace_id, span_context.span_id
+            if span_context[TRACE_FLAGS] & 1:  # sampled: exemplars as the SDK's default trace_based filter
+                trace_id, span_id = span_context[TRACE_ID], span_context[SPAN_ID]
         for histogram, value in (
             (self.duration, duration),
             (self.response_size, response_length or None),  # as contrib: a Content-Length of 0 is not recorded
@@ -434,16 +436,17 @@ class _Request:
                 pass
 
         if tracer is not None:
-            if trace.get_current_span() is INVALID_SPAN:
+            current = current_context()
+            if current.get(_SPAN_KEY, INVALID_SPAN) is INVALID_SPAN:  # trace.get_current_span(), inlined
                 kind = SpanKind.SERVER
-                parent = extract(carrier, getter=_GETTER) if carrier else otel_context.get_current()
+                parent = extract(carrier, getter=_GETTER) if carrier else current
             else:  # an instrumented app mounted in another: contrib's nested span (and no header capture)
                 kind = SpanKind.INTERNAL
-                parent = otel_context.get_current()
+                parent = current
             self.server = kind is SpanKind.SERVER
             attributes = self._span_attributes(scope, raw_method, path, user_agent)
             self.span = span = tracer.start_span(self.name, parent, kind, attributes)
-            self.token = otel_context.attach(trace.set_span_in_context(span, parent))
+            self.token = attach_context(with_span(span, parent))
         self.active = middleware._instruments.active.add(1, (self.method, self.scheme), self._active_attributes)
 
     def _active_attributes(self) -> dict[str, Any]:

@@ -37,9 +37,11 @@ from opentelemetry import propagate, trace
 from opentelemetry.instrumentation import propagators as _response_propagation
 from opentelemetry.instrumentation.wsgi import default_response_propagation_setter, wsgi_getter
 from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace.propagation import _SPAN_KEY
 
 from .. import _safety
 from .. import _semconv as sc
+from .._context import SPAN_ID, TRACE_FLAGS, TRACE_ID, attach_context, current_context, with_span
 from .._tracer import CleanAttributes
 from ._http import SENSITIVE_HEADERS, MethodNames, excluded_paths, redact_query
 
@@ -411,8 +413,8 @@ class Middleware:
         if tracer is None:
             return
         try:
-            current = otel_context.get_current()
-            if trace.get_current_span(current) is INVALID_SPAN:
+            current = current_context()
+            if current.get(_SPAN_KEY, INVALID_SPAN) is INVALID_SPAN:  # trace.get_current_span(), inlined
                 parent = self._extract(environ)
                 kind = _SERVER
             else:  # inside another span (an app called from a traced one): contrib makes an internal span
@@ -421,7 +423,7 @@ class Middleware:
             span = exchange.span = tracer.start_span(
                 name, parent, kind, self._attributes(exchange, environ, route), start_time=exchange.start_ns
             )
-            exchange.token = otel_context.attach(trace.set_span_in_context(span, parent))
+            exchange.token = attach_context(with_span(span, parent))
         except Exception:
             internal_error("wsgi span start")
 
@@ -506,8 +508,8 @@ class Middleware:
             trace_id = span_id = 0
             if span is not None:
                 span_context = span.get_span_context()
-                if span_context.trace_flags.sampled:  # exemplars as the SDK's default trace_based filter
-                    trace_id, span_id = span_context.trace_id, span_context.span_id
+                if span_context[TRACE_FLAGS] & 1:  # sampled: exemplars as the SDK's default trace_based filter
+                    trace_id, span_id = span_context[TRACE_ID], span_context[SPAN_ID]
             key = (exchange.method, exchange.scheme, status_code, exchange.route, exchange.protocol, error)
             metrics = self.metrics
             sink = metrics._durations.get(key)
