@@ -290,3 +290,40 @@ def test_clean_attributes_from_an_integration_are_the_spans() -> None:
         "ok": True,
         "http.route": "/x",
     }
+
+
+def test_span_ids_come_from_the_providers_id_generator() -> None:
+    """The default generator's draw is inlined; any other generator is still asked for every id."""
+    from opentelemetry.sdk.trace.id_generator import IdGenerator
+
+    class Sequential(IdGenerator):
+        def __init__(self) -> None:
+            self.next_span = 0x100
+
+        def generate_span_id(self) -> int:
+            self.next_span += 1
+            return self.next_span
+
+        def generate_trace_id(self) -> int:
+            return 0xFEED
+
+    exporter = InMemorySpanExporter()
+    provider = _tracer.LeanTracerProvider(
+        id_generator=Sequential(), active_span_processor=_tracer.GuardedSpanProcessors()
+    )
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("ids")
+    with tracer.start_as_current_span("root"), tracer.start_as_current_span("child"):
+        pass
+    contexts = [s.get_span_context() for s in exporter.get_finished_spans()]
+    assert [(c.trace_id, c.span_id) for c in contexts if c is not None] == [(0xFEED, 0x102), (0xFEED, 0x101)]
+
+    default = _tracer.LeanTracerProvider(active_span_processor=_tracer.GuardedSpanProcessors())
+    default.add_span_processor(SimpleSpanProcessor(exporter := InMemorySpanExporter()))
+    tracer = default.get_tracer("ids")
+    with tracer.start_as_current_span("root"):
+        for _ in range(200):
+            tracer.start_span("child").end()
+    ids = [s.context.span_id for s in exporter.get_finished_spans() if s.context is not None]
+    assert len(set(ids)) == 201
+    assert all(0 < i < 2**64 for i in ids)

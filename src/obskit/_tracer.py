@@ -25,6 +25,7 @@ differently), ids from the provider's id generator. What changes, when it cannot
 from __future__ import annotations
 
 import logging
+import random
 import threading
 from collections.abc import Mapping, Sequence
 from time import time_ns
@@ -37,6 +38,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.sdk.trace import SpanProcessor, SynchronousMultiSpanProcessor, Tracer, TracerProvider, sampling
 from opentelemetry.sdk.trace._tracer_metrics import NoOpTracerMetrics
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import DEFAULT_TRACE_STATE, SpanContext, SpanKind, TraceFlags
 from opentelemetry.trace.propagation import _SPAN_KEY
@@ -57,6 +59,7 @@ _SAMPLED_RANDOM: Final = TraceFlags(TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE
 _NOT_SAMPLED: Final = TraceFlags(TraceFlags.DEFAULT)
 _NOT_SAMPLED_RANDOM: Final = TraceFlags(TraceFlags.RANDOM_TRACE_ID)
 _new_object = object.__new__
+_getrandbits = random.getrandbits  # what RandomIdGenerator draws from (the random module's shared generator)
 _new_context = tuple.__new__  # SpanContext is a tuple; its __new__ only re-checks ids we just generated
 _INVALID_SPAN: Final = trace_api.INVALID_SPAN
 
@@ -213,8 +216,11 @@ class _LeanSpan(SdkSpan):
             self._end_time = end_time if end_time is not None else time_ns()
             self._attributes._immutable = True  # type: ignore[union-attr]
         processor = self._span_processor
-        processor._on_ending(self)
-        processor.on_end(self)
+        if type(processor) is GuardedSpanProcessors:
+            processor.end(self)  # both hooks in one call
+        else:
+            processor._on_ending(self)
+            processor.on_end(self)
 
 
 def _children_follow_parent(sampler: sampling.Sampler) -> bool:
@@ -234,11 +240,13 @@ class LeanTracer(Tracer):
 
     _child_sampling: int  # 0: ask the sampler; 1: follow the parent's sampled flag; 2: always sampled
     _lean: bool
+    _random_ids: bool  # the SDK's RandomIdGenerator: a span id is getrandbits(64), 0 excluded
 
     def _prepare(self) -> LeanTracer:
         sampler = self.sampler
         self._child_sampling = 1 if _children_follow_parent(sampler) else 2 if sampler is sampling.ALWAYS_ON else 0
         self._lean = self._tracer_config.is_enabled and isinstance(self._tracer_metrics, NoOpTracerMetrics)
+        self._random_ids = type(self.id_generator) is RandomIdGenerator
         return self
 
     def start_span(
@@ -293,9 +301,11 @@ class LeanTracer(Tracer):
             if trace_state is None:
                 trace_state = DEFAULT_TRACE_STATE
             span_attributes = result.attributes
-        span_context = _new_context(
-            SpanContext, (trace_id, self.id_generator.generate_span_id(), False, trace_flags, trace_state, True)
-        )
+        # RandomIdGenerator.generate_span_id() inlined (0 is the invalid id it draws again)
+        span_id = _getrandbits(64) if self._random_ids else 0
+        if not span_id:
+            span_id = self.id_generator.generate_span_id()
+        span_context = _new_context(SpanContext, (trace_id, span_id, False, trace_flags, trace_state, True))
         if not trace_flags & 1:
             return trace_api.NonRecordingSpan(span_context)
         limits = self._span_limits
@@ -317,7 +327,9 @@ class LeanTracer(Tracer):
         span._limits = limits
         span._lock = threading.Lock()
         span._start_time = start_time if start_time is not None else time_ns()
-        self.span_processor.on_start(span, parent_context=context)
+        processor = self.span_processor
+        if type(processor) is not GuardedSpanProcessors or processor._starting:  # no call when no one listens
+            processor.on_start(span, parent_context=context)
         span_out: trace_api.Span = span
         return span_out
 
@@ -372,18 +384,31 @@ class GuardedSpanProcessors(SynchronousMultiSpanProcessor):
                 _failed(processor)
 
     def _on_ending(self, span: Any) -> None:
+        _each(self._ending, "_on_ending", span)
+
+    def on_end(self, span: Any) -> None:
+        _each(self._ended, "on_end", span)
+
+    def end(self, span: Any) -> None:
+        """``_on_ending`` then ``on_end`` in one call: every obskit span ends here (so the loops are written out)."""
         for processor in self._ending:
             try:
                 processor._on_ending(span)
             except Exception:
                 _failed(processor)
-
-    def on_end(self, span: Any) -> None:
         for processor in self._ended:
             try:
                 processor.on_end(span)
             except Exception:
                 _failed(processor)
+
+
+def _each(processors: tuple[SpanProcessor, ...], hook: str, span: Any) -> None:
+    for processor in processors:
+        try:
+            getattr(processor, hook)(span)
+        except Exception:
+            _failed(processor)
 
 
 def _implements(processor: SpanProcessor, hook: str) -> bool:

@@ -275,6 +275,10 @@ class RedactingSpanProcessor(SpanProcessor):
         _scrub(span, self._keep_query)
 
     def _on_ending(self, span: Any) -> None:
+        # Every span ends here: the common answer ("these keys need nothing") without a call to _scrub.
+        raw = getattr(getattr(span, "_attributes", None), "_dict", None)
+        if type(raw) is dict and _needs_scrub.get(tuple(raw)) is False:
+            return
         _scrub(span, self._keep_query)
 
     def on_end(self, span: Any) -> None:
