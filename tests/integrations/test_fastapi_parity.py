@@ -223,7 +223,6 @@ def test_one_server_span_per_request():
         assert telemetry.metric("http.server.request.duration").count() == 2
 
 
-
 def test_capture_all_methods_as_contrib(monkeypatch: pytest.MonkeyPatch):
     """OTEL_PYTHON_INSTRUMENTATION_HTTP_CAPTURE_ALL_METHODS: an unknown method is kept, not _OTHER, as in contrib."""
     monkeypatch.setenv("OTEL_PYTHON_INSTRUMENTATION_HTTP_CAPTURE_ALL_METHODS", "true")
