@@ -12,7 +12,7 @@ from opentelemetry import trace
 
 import obskit
 from obskit import ConfigError, ObskitWarning
-from obskit._integrations._http import contrib_excluded_urls, excluded_paths
+from obskit._integrations._http import ExcludedPaths, contrib_excluded_urls, excluded_paths
 from obskit.testing import OtlpReceiver
 
 PROTOCOLS = [("grpc", "grpc_endpoint"), ("http/protobuf", "http_endpoint")]
@@ -342,6 +342,21 @@ def test_excluded_paths_as_the_middlewares_search_them():
     flagged = excluded_paths(("(?i)^/HEALTH$", "^/ready$"))
     assert flagged is not None
     assert [bool(flagged(p)) for p in ("/health", "/ready", "/predict")] == [True, True, False]
+
+
+def test_excluded_paths_remembers_a_bounded_number_of_paths(monkeypatch: pytest.MonkeyPatch):
+    """The per-path answers the middlewares look up first: right for every path, remembered for the first N only."""
+    from obskit._integrations import _http
+
+    monkeypatch.setattr(_http, "_MAX_EXCLUDED_PATHS", 3)
+    excluded = ExcludedPaths(("^/healthz$",))
+    assert excluded.active
+    paths = ["/healthz", "/predict", "/items/1", "/items/2", "/healthz", "/items/3"]
+    assert [excluded(p) for p in paths] == [True, False, False, False, True, False]
+    assert excluded.cache == {"/healthz": True, "/predict": False, "/items/1": False}
+    nothing = ExcludedPaths(())
+    assert not nothing.active
+    assert nothing("/healthz") is False
 
 
 def test_init_after_shutdown_warns_and_stays_off(receiver: OtlpReceiver):

@@ -436,7 +436,8 @@ def _sync_runner(site: _Site) -> _Runner:
         call.batch = site.static_batch
         if site.batch_fn is not None:
             try:
-                call.batch = _as_batch(site.batch_fn(*args, **kwargs))
+                batch = site.batch_fn(*args, **kwargs)
+                call.batch = batch if type(batch) is int and batch >= 0 else _as_batch(batch)
             except Exception as exc:
                 _internal_error("stage batch_size callable", exc)
         tracer = binding.tracer

@@ -53,7 +53,7 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 from .._context import SPAN_ID, TRACE_FLAGS, TRACE_ID, attach_context, current_context, with_span
 from .._safety import record_internal_error
 from .._tracer import CleanAttributes
-from ._http import MethodNames, excluded_paths, redact_query
+from ._http import ExcludedPaths, MethodNames, redact_query
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -329,7 +329,7 @@ class ServerMiddleware:
         self._tracer = tracer
         self._instruments = instruments
         self._route_of = route_of
-        self._excluded = excluded_paths(excluded_urls)
+        self._excluded = ExcludedPaths(excluded_urls)
         self._methods = MethodNames()  # reads OTEL_PYTHON_INSTRUMENTATION_HTTP_CAPTURE_ALL_METHODS, as contrib
         self._capture = capture if capture is not None and (capture.request or capture.response) else None
         self._capture_query = capture_query
@@ -387,18 +387,23 @@ class _Request:
 
     def __init__(self, middleware: ServerMiddleware, scope: Scope, send: Send) -> None:
         self.excluded = False
-        excluded = middleware._excluded
         path: str = scope.get("path", "")
-        if excluded is not None and excluded(path):
-            self.excluded = True
-            return
+        excluded = middleware._excluded
+        if excluded.active:
+            hit = excluded.cache.get(path)
+            if hit is None:
+                hit = excluded(path)
+            if hit:
+                self.excluded = True
+                return
         self.start = perf_counter()
         self.middleware = middleware
         self.scope = scope
         self._send = send
         self.root_path: str = scope.get("root_path", "")
         raw_method: str = scope.get("method", "")
-        self.method, self.method_original, self.name = middleware._methods(raw_method)
+        methods = middleware._methods
+        self.method, self.method_original, self.name = methods.cache.get(raw_method) or methods(raw_method)
         self.scheme = scope.get("scheme")
         self.protocol = scope.get("http_version")
         self.status: int | None = None

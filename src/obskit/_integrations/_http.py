@@ -55,10 +55,11 @@ class MethodNames:
     def __init__(self) -> None:
         # contrib reads this variable on every request; once per app is enough for a process setting.
         self._all = bool(os.environ.get(_CAPTURE_ALL_METHODS))
-        self._cache: dict[str, tuple[str, str | None, str]] = {}
+        self.cache: dict[str, tuple[str, str | None, str]] = {}
 
     def __call__(self, raw: str) -> tuple[str, str | None, str]:
-        found = self._cache.get(raw)
+        # Hot callers look self.cache up themselves first (a call less per request); this is the miss path too.
+        found = self.cache.get(raw)
         if found is not None:
             return found
         upper = raw.upper()
@@ -69,9 +70,30 @@ class MethodNames:
             original if original and original != normalized else None,
             "HTTP" if normalized == _OTHER_METHOD else normalized,
         )
-        if len(self._cache) < _MAX_METHODS:
-            self._cache[raw] = found
+        if len(self.cache) < _MAX_METHODS:
+            self.cache[raw] = found
         return found
+
+
+class ExcludedPaths:
+    """OBSKIT_EXCLUDED_URLS per request path: ``cache.get(path)`` first (a call less per request), else a call.
+
+    Paths come from clients: the first ``_MAX_EXCLUDED_PATHS`` seen are remembered, later ones searched each time.
+    """
+
+    def __init__(self, patterns: Iterable[str]) -> None:
+        self._search = excluded_paths(patterns)
+        self.active = self._search is not None  # False: nothing is ever excluded
+        self.cache: dict[str, bool] = {}
+
+    def __call__(self, path: str) -> bool:
+        excluded = self._search is not None and bool(self._search(path))
+        if len(self.cache) < _MAX_EXCLUDED_PATHS:
+            self.cache[path] = excluded
+        return excluded
+
+
+_MAX_EXCLUDED_PATHS: Final = 1024
 
 
 def excluded_paths(patterns: Iterable[str]) -> Callable[[str], Any] | None:

@@ -43,7 +43,7 @@ from .. import _safety
 from .. import _semconv as sc
 from .._context import SPAN_ID, TRACE_FLAGS, TRACE_ID, attach_context, current_context, with_span
 from .._tracer import CleanAttributes
-from ._http import SENSITIVE_HEADERS, MethodNames, excluded_paths, redact_query
+from ._http import SENSITIVE_HEADERS, ExcludedPaths, MethodNames, redact_query
 
 METHOD: Final = sc.ATTR_HTTP_REQUEST_METHOD
 ROUTE: Final = sc.ATTR_HTTP_ROUTE
@@ -371,7 +371,7 @@ class Middleware:
             if isinstance(tracer, trace.NoOpTracer):
                 tracer = None
         self.tracer = tracer
-        self.excluded = excluded_paths(excluded_urls)
+        self.excluded = ExcludedPaths(excluded_urls)
         self.methods = MethodNames()
         self.metrics = ServerMetrics(meter_provider, name, version, schema_url)
         self.capture_query = capture_query
@@ -386,11 +386,17 @@ class Middleware:
         """A new exchange (the request counted as active), or None: excluded, or obskit failed."""
         try:
             excluded = self.excluded
-            if excluded is not None and excluded(environ.get("PATH_INFO", "")):
-                return None
+            if excluded.active:
+                path = environ.get("PATH_INFO", "")
+                hit = excluded.cache.get(path)
+                if hit is None:
+                    hit = excluded(path)
+                if hit:
+                    return None
             exchange = Exchange(start_response)
             exchange.start_ns = time_ns()
-            exchange.method, _original, exchange.name = self.methods(environ.get("REQUEST_METHOD", ""))
+            raw = environ.get("REQUEST_METHOD", "")
+            exchange.method, _original, exchange.name = self.methods.cache.get(raw) or self.methods(raw)
             exchange.scheme = environ.get("wsgi.url_scheme")
             protocol = environ.get("SERVER_PROTOCOL", "")
             if protocol[:5].upper() == "HTTP/":
