@@ -153,6 +153,10 @@ def test_limits_and_invalid_values_take_the_sdk_path() -> None:
         ),
         (sampling.ParentBased(sampling.TraceIdRatioBased(0.0)), None, False),
         (sampling.ParentBased(sampling.TraceIdRatioBased(1.0)), None, True),
+        (sampling.DEFAULT_ON, None, True),  # roots: decided without a sampler call
+        (sampling.ALWAYS_ON, None, True),
+        (sampling.ALWAYS_OFF, None, False),
+        (sampling.DEFAULT_OFF, None, False),
     ],
 )
 def test_sampling_decisions_are_the_samplers(
@@ -327,3 +331,22 @@ def test_span_ids_come_from_the_providers_id_generator() -> None:
     ids = [s.context.span_id for s in exporter.get_finished_spans() if s.context is not None]
     assert len(set(ids)) == 201
     assert all(0 < i < 2**64 for i in ids)
+
+
+def test_a_sampler_that_changes_attributes_is_heard() -> None:
+    """The given attributes are kept only for the SDK's own samplers; another sampler's result attributes win."""
+
+    class Tagging(sampling.Sampler):
+        def should_sample(self, parent_context: Any, trace_id: int, name: str, *args: Any, **kwargs: Any) -> Any:
+            return sampling.SamplingResult(sampling.Decision.RECORD_AND_SAMPLE, {"sampled.by": "tagging"})
+
+        def get_description(self) -> str:
+            return "Tagging"
+
+    pair = Pair(Tagging())
+    sdk, lean = pair.run(lambda tracer: tracer.start_span("s", attributes={"given": 1}).end())
+    assert lean == sdk
+    assert lean[0]["attributes"] == {"sampled.by": "tagging"}
+    assert not _tracer._passes_attributes_through(Tagging())
+    assert _tracer._passes_attributes_through(sampling.ParentBased(sampling.TraceIdRatioBased(0.5)))
+    assert not _tracer._passes_attributes_through(sampling.ParentBased(Tagging()))

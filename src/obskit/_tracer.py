@@ -235,18 +235,43 @@ def _children_follow_parent(sampler: sampling.Sampler) -> bool:
     )
 
 
+def _passes_attributes_through(sampler: sampling.Sampler) -> bool:
+    """The SDK's static, ratio and parent-based samplers: a recording decision carries the given attributes."""
+    if type(sampler) in (sampling.StaticSampler, sampling.TraceIdRatioBased):
+        return True
+    if type(sampler) in (sampling.ParentBased, sampling.ParentBasedTraceIdRatio):
+        parent_based: Any = sampler
+        return all(
+            _passes_attributes_through(delegate)
+            for delegate in (
+                parent_based._root,
+                parent_based._remote_parent_sampled,
+                parent_based._remote_parent_not_sampled,
+                parent_based._local_parent_sampled,
+                parent_based._local_parent_not_sampled,
+            )
+        )
+    return False
+
+
 class LeanTracer(Tracer):
     """The SDK's tracer with a cheaper ``start_span`` (see the module docstring)."""
 
     _child_sampling: int  # 0: ask the sampler; 1: follow the parent's sampled flag; 2: always sampled
     _lean: bool
     _random_ids: bool  # the SDK's RandomIdGenerator: a span id is getrandbits(64), 0 excluded
+    _roots_sampled: bool  # ALWAYS_ON, or ParentBased with ALWAYS_ON for roots: every root span is sampled
+    _keeps_attributes: bool  # the sampler's result carries the attributes it was given, unchanged
 
     def _prepare(self) -> LeanTracer:
         sampler = self.sampler
         self._child_sampling = 1 if _children_follow_parent(sampler) else 2 if sampler is sampling.ALWAYS_ON else 0
         self._lean = self._tracer_config.is_enabled and isinstance(self._tracer_metrics, NoOpTracerMetrics)
         self._random_ids = type(self.id_generator) is RandomIdGenerator
+        self._roots_sampled = sampler is sampling.ALWAYS_ON or (
+            type(sampler) is sampling.ParentBased and sampler._root is sampling.ALWAYS_ON
+        )
+        self._keeps_attributes = _passes_attributes_through(sampler)
         return self
 
     def start_span(
@@ -281,26 +306,40 @@ class LeanTracer(Tracer):
             trace_state = parent[TRACE_STATE]
             span_attributes = attributes
         else:
-            if parent is None or not parent.is_valid:
+            if parent is None or not parent[IS_VALID]:
                 parent = None
-                trace_id = self.id_generator.generate_trace_id()
-                random_id = self.id_generator.is_trace_id_random()
+                # RandomIdGenerator.generate_trace_id() inlined (0 is the invalid id it draws again)
+                trace_id = _getrandbits(128) if self._random_ids else 0
+                if not trace_id:
+                    trace_id = self.id_generator.generate_trace_id()
+                random_id = self._random_ids or self.id_generator.is_trace_id_random()
             else:
-                trace_id = parent.trace_id
-                random_id = parent.trace_flags.random_trace_id
-            result = self.sampler.should_sample(context, trace_id, name, kind, attributes, links)
-            if result.decision.is_sampled():
+                trace_id = parent[TRACE_ID]
+                random_id = parent[TRACE_FLAGS].random_trace_id
+            if parent is None and self._roots_sampled:
+                # What ALWAYS_ON, alone or as ParentBased's root sampler, decides for a root: sampled, the attributes
+                # as given, no trace state (a server span per request: the sampler's six calls saved).
                 trace_flags = _SAMPLED_RANDOM if random_id else _SAMPLED
-            else:
-                trace_flags = _NOT_SAMPLED_RANDOM if random_id else _NOT_SAMPLED
-            if not result.decision.is_recording():
-                return trace_api.NonRecordingSpan(
-                    SpanContext(trace_id, self.id_generator.generate_span_id(), False, trace_flags, result.trace_state)
-                )
-            trace_state = result.trace_state
-            if trace_state is None:
                 trace_state = DEFAULT_TRACE_STATE
-            span_attributes = result.attributes
+                span_attributes = attributes
+            else:
+                result = self.sampler.should_sample(context, trace_id, name, kind, attributes, links)
+                if result.decision.is_sampled():
+                    trace_flags = _SAMPLED_RANDOM if random_id else _SAMPLED
+                else:
+                    trace_flags = _NOT_SAMPLED_RANDOM if random_id else _NOT_SAMPLED
+                if not result.decision.is_recording():
+                    return trace_api.NonRecordingSpan(
+                        SpanContext(
+                            trace_id, self.id_generator.generate_span_id(), False, trace_flags, result.trace_state
+                        )
+                    )
+                trace_state = result.trace_state
+                if trace_state is None:
+                    trace_state = DEFAULT_TRACE_STATE
+                # The SDK's own samplers hand back the attributes they were given (wrapped in a new read-only
+                # view): the given object is kept, so that obskit's CleanAttributes are not checked again.
+                span_attributes = attributes if self._keeps_attributes else result.attributes
         # RandomIdGenerator.generate_span_id() inlined (0 is the invalid id it draws again)
         span_id = _getrandbits(64) if self._random_ids else 0
         if not span_id:
