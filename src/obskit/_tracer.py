@@ -180,7 +180,7 @@ class _LeanSpan(SdkSpan):
         if (
             store_attributes.max_value_len is not None
             or (maxlen is not None and len(store) + len(attributes) > maxlen)
-            or not _plain(attributes)
+            or (type(attributes) is not CleanAttributes and not _plain(attributes))
         ):
             super().set_attributes(attributes)
             return
@@ -291,7 +291,7 @@ class LeanTracer(Tracer):
             )
         # trace.get_current_span(context), two calls shallower
         parent: Any = (context if context is not None else current_context()).get(_SPAN_KEY, _INVALID_SPAN)
-        parent = parent.get_span_context()
+        parent = None if parent is _INVALID_SPAN else parent.get_span_context()
         trace_state: Any
         result: Any
         if parent is not None and parent[IS_VALID] and self._child_sampling:

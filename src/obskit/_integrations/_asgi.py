@@ -67,25 +67,24 @@ _TEST_AGENTS: Final = ("alwayson",)
 _BOT_AGENTS: Final = ("googlebot", "bingbot")
 # Bounds of the per-middleware caches: attribute tuples -> resolved series, header names -> capture decision.
 _MAX_CACHED: Final = 1024
-_UNSET_STATUS: Final = Status(StatusCode.UNSET)
 _ERROR_STATUS: Final = Status(StatusCode.ERROR)
 
 
-_synthetic_types: dict[str, str | None] = {}
+# Raw User-Agent header -> (user_agent.original, user_agent.synthetic.type or None); bounded, cleared when full.
+_agents: dict[bytes, tuple[str, str | None]] = {}
 
 
-def _synthetic_type(agent: str) -> str | None:
-    """The synthetic user-agent type contrib would record ("test", "bot" or None), remembered per agent (bounded)."""
-    known = _synthetic_types.get(agent, False)
-    if known is not False:
-        return known  # type: ignore[return-value]
+def _agent(raw: bytes) -> tuple[str, str | None]:
+    """The decoded agent and the synthetic type contrib would record ("test", "bot" or None), remembered."""
+    agent = _decode(raw)
     lowered = agent.lower()
-    found = (
-        "test" if any(p in lowered for p in _TEST_AGENTS) else "bot" if any(p in lowered for p in _BOT_AGENTS) else None
-    )
-    if len(_synthetic_types) >= _MAX_CACHED:
-        _synthetic_types.clear()
-    _synthetic_types[agent] = found
+    synthetic = "test" if any(p in lowered for p in _TEST_AGENTS) else None
+    if synthetic is None and any(p in lowered for p in _BOT_AGENTS):
+        synthetic = "bot"
+    found = (agent, synthetic)
+    if len(_agents) >= _MAX_CACHED:
+        _agents.clear()
+    _agents[raw] = found
     return found
 
 
@@ -495,9 +494,8 @@ class _Request:
             if self.method_original is not None:
                 attributes["http.request.method_original"] = self.method_original
         if user_agent:
-            agent = _decode(user_agent)
+            agent, synthetic = _agents.get(user_agent) or _agent(user_agent)
             attributes["user_agent.original"] = agent
-            synthetic = _synthetic_type(agent)
             if synthetic is not None:
                 attributes["user_agent.synthetic.type"] = synthetic
         client = scope.get("client")
@@ -561,38 +559,49 @@ class _Request:
         error = code < 100 or code >= 500
         self.status = code if code >= 0 else None
         self.error_type = str(status) if error else None
-        self._name_span()
+        route = self._name_span()
         span = self.span
         if span is not INVALID_SPAN and span.is_recording():
             capture = self.middleware._capture
             if capture is not None and capture.response and self.server:
                 span.set_attributes(capture.collect(headers, response=True))
+            # One call for the route and the response attributes (str and int values only).
+            attributes: dict[str, Any] = CleanAttributes()
+            if route:
+                attributes["http.route"] = route
             if code < 0:
-                span.set_attribute("error.type", str(status))
+                attributes["error.type"] = str(status)
+                span.set_attributes(attributes)
                 span.set_status(Status(StatusCode.ERROR, f"Non-integer HTTP status: {status}"))
             else:
-                span.set_attribute("http.response.status_code", code)
+                attributes["http.response.status_code"] = code
                 if error:
-                    span.set_attribute("error.type", str(code))
-                span.set_status(_ERROR_STATUS if error else _UNSET_STATUS)
+                    attributes["error.type"] = str(code)
+                span.set_attributes(attributes)
+                if error:  # (contrib also sets UNSET otherwise, which a span ignores)
+                    span.set_status(_ERROR_STATUS)
 
-    def _name_span(self) -> None:
-        """Once routing is done (the response starts, or the app returned): the route and the span's final name."""
+    def _name_span(self) -> str | None:
+        """Once routing is done (the response starts, or the app returned): the route and the span's final name.
+
+        Returns the route, the first time only (the caller sets ``http.route`` on the span).
+        """
         if self.routed:
-            return
+            return None
         self.routed = True
         self.route = route = self.middleware._route_of(self.scope, self.root_path)
-        span = self.span
-        if route and span is not INVALID_SPAN:
-            span.update_name(f"{self.name} {route}")
-            span.set_attribute("http.route", route)
+        if route and self.span is not INVALID_SPAN:
+            self.span.update_name(f"{self.name} {route}")
+        return route
 
     def finish(self) -> None:
         duration = perf_counter() - self.start  # monotonic: never negative
         span = self.span
         try:
             if not self.routed:
-                self._name_span()
+                route = self._name_span()
+                if route and span is not INVALID_SPAN:
+                    span.set_attribute("http.route", route)
             self.middleware._instruments.record(
                 (self.method, self.scheme, self.protocol, self.route, self.status, self.error_type),
                 self._metric_attributes,

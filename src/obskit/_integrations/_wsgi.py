@@ -543,12 +543,13 @@ class Middleware:
         escaped: BaseException | None,
     ) -> None:
         if span.is_recording():
-            attributes: dict[str, Any] = {}
+            attributes: dict[str, Any] = CleanAttributes()  # an int and a str: taken without a check
             if status_code is not None:
                 attributes[STATUS] = status_code
             if error is not None:
                 attributes[ERROR_TYPE] = error
             if self.headers.enabled and exchange.response_headers is not None:
+                attributes = dict(attributes)  # header values are tuples: the span checks them
                 attributes.update(self.headers.response(exchange.response_headers))
             if attributes:
                 span.set_attributes(attributes)
