@@ -53,3 +53,19 @@ def test_another_runtime_context_is_left_to_the_api(monkeypatch: pytest.MonkeyPa
 
     monkeypatch.setattr(context_api, "_RUNTIME_CONTEXT", Other())
     assert _context._runtime_context_var() is None
+
+
+def test_detach_restores_and_a_foreign_token_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    import contextvars
+    import logging
+
+    span = NonRecordingSpan(SpanContext(7, 8, False))
+    token = _context.attach_context(_context.with_span(span))
+    _context.detach_context(token)
+    assert trace.get_current_span() is trace.INVALID_SPAN
+
+    foreign = contextvars.copy_context().run(_context.attach_context, _context.with_span(span))
+    with caplog.at_level(logging.ERROR, logger="opentelemetry.context"):
+        _context.detach_context(foreign)  # created in another context: the API's log, no exception
+    assert any("Failed to detach context" in r.getMessage() for r in caplog.records)
+    assert trace.get_current_span() is trace.INVALID_SPAN

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextvars import ContextVar
-from typing import Final
+from typing import Any, Final
 
 from opentelemetry import context as context_api
 from opentelemetry import trace as trace_api
@@ -36,12 +36,22 @@ def _runtime_context_var() -> ContextVar[Context] | None:
 
 
 _context_var = _runtime_context_var()
-# opentelemetry.context.get_current()/attach() are two Python calls each around this variable's get()/set() (a
-# span path makes five of them per span): the variable's own methods when OpenTelemetry's default runtime
-# context is in use (OTEL_PYTHON_CONTEXT unset), the API's functions otherwise. Detaching stays the API's (it logs a
-# token from another context instead of raising).
+# opentelemetry.context.get_current()/attach()/detach() are two Python calls each around this variable's get(),
+# set() and reset() (a span path makes five of them per span): the variable's own methods when OpenTelemetry's
+# default runtime context is in use (OTEL_PYTHON_CONTEXT unset), the API's functions otherwise.
 current_context: Callable[[], Context] = _context_var.get if _context_var is not None else context_api.get_current
 attach_context: Callable[[Context], object] = _context_var.set if _context_var is not None else context_api.attach
+
+
+def detach_context(token: object) -> None:
+    """``opentelemetry.context.detach(token)``: a token from another context is logged by the API, never raised."""
+    try:
+        _reset(token)
+    except Exception:  # a token from another context (a generator resumed elsewhere): the API logs it
+        context_api.detach(token)  # type: ignore[arg-type]
+
+
+_reset: Callable[[Any], object] = _context_var.reset if _context_var is not None else context_api.detach
 
 
 def with_span(span: trace_api.Span, parent: Context | None = None) -> Context:

@@ -22,14 +22,13 @@ from types import MappingProxyType
 from typing import Any, Final, ParamSpec, TypeVar, cast, overload
 
 import wrapt
-from opentelemetry import context as otel_context
 from opentelemetry.context import Context
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation import _SPAN_KEY
 
 from . import _aggregate, _safety, _semconv
-from ._context import SPAN_ID, TRACE_FLAGS, TRACE_ID, attach_context, current_context, with_span
+from ._context import SPAN_ID, TRACE_FLAGS, TRACE_ID, attach_context, current_context, detach_context, with_span
 
 __all__ = ["bind", "current_registry", "inference", "postprocess", "preprocess", "set_batch_size", "stage", "unbind"]
 
@@ -352,7 +351,7 @@ def _close(
         except Exception as internal:
             _internal_error("stage exit", internal)
         if ctx_token is not None:
-            otel_context.detach(ctx_token)  # type: ignore[arg-type]  # attach() returns Token[Context]
+            detach_context(ctx_token)
     resolved = call.resolved
     batch = call.batch
     # Like the OpenTelemetry API's use_span: only Exception is an error; GeneratorExit,
@@ -403,7 +402,7 @@ def _exit(call_token: Token[_Call | None], ctx_token: object | None) -> None:
     except Exception as exc:  # a token from another context: only if a stream moved between contexts mid-step
         _internal_error("stage exit", exc)
     if ctx_token is not None:
-        otel_context.detach(ctx_token)  # type: ignore[arg-type]  # attach() returns Token[Context]
+        detach_context(ctx_token)
 
 
 def _first_output(call: _Call) -> None:

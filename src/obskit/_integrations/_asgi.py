@@ -43,14 +43,13 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from time import perf_counter
 from typing import Any, Final
 
-from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.propagate import extract
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import INVALID_SPAN, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation import _SPAN_KEY
 
-from .._context import SPAN_ID, TRACE_FLAGS, TRACE_ID, attach_context, current_context, with_span
+from .._context import SPAN_ID, TRACE_FLAGS, TRACE_ID, attach_context, current_context, detach_context, with_span
 from .._safety import record_internal_error
 from .._tracer import CleanAttributes
 from ._http import ExcludedPaths, MethodNames, redact_query
@@ -613,7 +612,7 @@ class _Request:
             self.active.add(-1)
         finally:
             if self.token is not None:
-                otel_context.detach(self.token)
+                detach_context(self.token)
             if span is not INVALID_SPAN and not self.ended:
                 self.ended = True
                 span.end()

@@ -41,7 +41,7 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 
 from .. import _safety
 from .. import _semconv as sc
-from .._context import SPAN_ID, TRACE_FLAGS, TRACE_ID, attach_context, current_context, with_span
+from .._context import SPAN_ID, TRACE_FLAGS, TRACE_ID, attach_context, current_context, detach_context, with_span
 from .._tracer import CleanAttributes
 from ._http import SENSITIVE_HEADERS, ExcludedPaths, MethodNames, redact_query
 
@@ -529,7 +529,7 @@ class Middleware:
             return
         try:
             if exchange.token is not None:
-                otel_context.detach(exchange.token)  # type: ignore[arg-type]  # attach() returns Token[Context]
+                detach_context(exchange.token)
             self._end_span(span, exchange, status_code, error, escaped)
         except Exception:
             internal_error("wsgi span end")
