@@ -331,8 +331,8 @@ def test_forked_child_starts_empty_and_sends_only_its_own(make_buffer):
     assert sender.delivered == [b"parent"]
 
 
-def test_sdk_queue_overflow_is_counted_exactly(make_buffer):
-    """The SDK processor's own queue (10) overflows while its worker is busy: 20 of 30 spans are queue_full."""
+def _accounted_processor(make_buffer):
+    """A span processor whose queue holds 10 spans, its buffer and sender, and a tracer that ends spans into it."""
     sender = FakeSender()
     buffer = make_buffer(sender)
     processor = AccountedBatchSpanProcessor(
@@ -340,7 +340,33 @@ def test_sdk_queue_overflow_is_counted_exactly(make_buffer):
     )
     provider = TracerProvider(shutdown_on_exit=False)
     provider.add_span_processor(processor)
-    tracer = provider.get_tracer("t")
+    return sender, buffer, processor, provider.get_tracer("t")
+
+
+def test_span_processor_queues_ended_tuples_and_spans_it_cannot(make_buffer):
+    """An ended span is queued as a tuple (the span is freed); one with an event as the span; both are exported."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    sender, buffer, processor, tracer = _accounted_processor(make_buffer)
+    with processor._batch_processor._export_lock:  # the worker waits: the queue can be looked at
+        tracer.start_span("plain", attributes={"ok": 1}).end()
+        with tracer.start_as_current_span("with event") as span:
+            span.add_event("e")
+        queued = list(reversed(processor._batch_processor._queue))
+    assert type(queued[0]) is tuple
+    assert queued[1].name == "with event"
+    assert processor.force_flush(5)
+    assert buffer.flush(5)
+    [payload] = sender.delivered
+    request = ExportTraceServiceRequest.FromString(payload)
+    assert [s.name for s in request.resource_spans[0].scope_spans[0].spans] == ["plain", "with event"]
+    assert _stats(buffer).produced == 2
+    processor.shutdown()
+
+
+def test_sdk_queue_overflow_is_counted_exactly(make_buffer):
+    """The SDK processor's own queue (10) overflows while its worker is busy: 20 of 30 spans are queue_full."""
+    sender, buffer, processor, tracer = _accounted_processor(make_buffer)
     with processor._batch_processor._export_lock:  # the worker is "busy exporting"
         for i in range(30):
             tracer.start_span(f"s{i}").end()
@@ -354,7 +380,7 @@ def test_sdk_queue_overflow_is_counted_exactly(make_buffer):
     assert snapshot.produced == 30
     assert snapshot.dropped["queue_full"] == 20
     assert snapshot.balanced
-    provider.force_flush()
+    processor.force_flush()
     assert buffer.flush(5)
     stats = _stats(buffer)
     assert (stats.produced, stats.exported, stats.buffered, _dropped(stats)) == (30, 10, 0, {"queue_full": 20})
@@ -366,7 +392,7 @@ def test_sdk_queue_overflow_is_counted_exactly(make_buffer):
         for s in ss.spans
     ]
     assert names == [f"s{i}" for i in range(20, 30)], "the SDK queue also drops its oldest"
-    provider.shutdown()
+    processor.shutdown()
     tracer.start_span("after shutdown").end()
     buffer.shutdown(1)
     stats = _stats(buffer)

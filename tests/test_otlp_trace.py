@@ -22,7 +22,7 @@ from opentelemetry.trace.status import Status, StatusCode
 import obskit
 from obskit import _otlp_trace
 from obskit._buffer import _span_payload
-from obskit._otlp_trace import UnsupportedSpanData, encode_spans
+from obskit._otlp_trace import UnsupportedSpanData, as_readable, encode_spans, ended
 from obskit._receiver import _attrs as decoded_attributes
 from obskit.testing import OtlpReceiver
 
@@ -532,6 +532,78 @@ def test_the_buffer_uses_obskits_encoder_when_it_can(rec: Recorder, monkeypatch:
     with rec.tracer().start_as_current_span("fast", attributes=VALUES):
         pass
     assert _span_payload(rec.spans()) == encode_spans(rec.spans())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Ended spans as obskit's span processor queues them: tuples the garbage collector does not track.
+
+
+def test_ended_spans_make_the_same_request(rec: Recorder) -> None:
+    """Spans queued as EndedSpan tuples, alone or mixed with spans, encode to the SDK's bytes for those spans."""
+    other = Recorder(Resource.create({"service.name": "other"}))
+    for recorder, scope in ((rec, "a"), (other, "b"), (rec, "b"), (rec, "a")):
+        tracer = recorder.tracer(scope)
+        with tracer.start_as_current_span("parent", kind=SpanKind.SERVER, attributes=VALUES) as parent:
+            parent.set_status(Status(StatusCode.ERROR, "boom"))
+            with tracer.start_as_current_span("child", attributes={"model.name": "m", "n": 3}):
+                pass
+    remote = SpanContext(REMOTE.trace_id, REMOTE.span_id, is_remote=True, trace_flags=TraceFlags(1))  # no state
+    with rec.tracer().start_as_current_span(
+        "remote child", context=trace.set_span_in_context(NonRecordingSpan(remote))
+    ):
+        pass
+    spans = sorted([*rec.spans(), *other.spans()], key=lambda s: s.start_time or 0)
+    items = [ended(s) for s in spans]
+    assert [s.name for s, item in zip(spans, items, strict=True) if type(item) is not tuple] == []
+    expected = sdk_bytes(spans)
+    assert encode_spans(items) == expected  # type: ignore[arg-type]
+    mixed = [item if i % 2 else span for i, (item, span) in enumerate(zip(items, spans, strict=True))]
+    assert encode_spans(mixed) == expected
+    assert _span_payload(mixed) == expected
+
+
+def test_ended_spans_are_not_tracked_by_the_garbage_collector(rec: Recorder) -> None:
+    import gc
+
+    with rec.tracer().start_as_current_span("s", attributes={"model.name": "m", "model.batch_size": 4}):
+        pass
+    item = ended(rec.spans()[0])
+    assert item is not None
+    gc.collect()  # the attribute tuple is untracked at a first collection, the item at the next one
+    gc.collect()
+    assert not gc.is_tracked(item)
+
+
+def test_what_only_the_span_carries_keeps_the_span(rec: Recorder) -> None:
+    """Events, links, a trace state or dropped attributes: None (the processor queues the span itself)."""
+    tracer = rec.tracer()
+    with tracer.start_as_current_span("event") as span:
+        span.add_event("e")
+    with tracer.start_as_current_span("link", links=[Link(LOCAL_LINK)]):
+        pass
+    with tracer.start_as_current_span("state", context=trace.set_span_in_context(NonRecordingSpan(REMOTE))):
+        pass
+    kept = {s.name: ended(s) for s in rec.spans()}
+    assert kept["event"] is None
+    assert kept["link"] is None
+    assert (kept["state"] is None) is bool(REMOTE.trace_state)
+    limited = Recorder(limits=SpanLimits(max_span_attributes=1))
+    with limited.tracer().start_as_current_span("dropped", attributes={"a": 1, "b": 2}):
+        pass
+    assert ended(limited.spans()[0]) is None
+
+
+def test_an_ended_span_the_encoder_refuses_goes_to_the_sdk_encoder(rec: Recorder) -> None:
+    with rec.tracer().start_as_current_span("fine", attributes={"ok": 1}):
+        pass
+    with rec.tracer().start_as_current_span("big", attributes={"big": 2**64, "ok": 1}):
+        pass
+    fine, big = rec.spans()
+    items = [ended(fine), ended(big)]
+    with pytest.raises(UnsupportedSpanData):
+        encode_spans(items)  # type: ignore[arg-type]
+    assert _span_payload(items) == sdk_bytes([fine, big])
+    assert as_readable(items[1]).attributes == {"big": 2**64, "ok": 1}  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -49,6 +49,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 
 from . import _safety
 from . import _semconv as sc
+from ._otlp_trace import ended
 
 if TYPE_CHECKING:
     from opentelemetry.sdk._logs import ReadableLogRecord, ReadWriteLogRecord
@@ -605,19 +606,56 @@ class ExportBuffer:
 # SDK-facing exporters: encode, buffer, return at once.
 
 
-def _span_payload(spans: Sequence[ReadableSpan]) -> bytes:
-    # We write the OTLP bytes ourselves: the SDK's encoder builds a protobuf object per span, attribute and value,
-    # ~33 µs of CPU per span against ~1.9 µs (benchmarks/bench_encode.py, 512 realistic spans, 2-core machine),
-    # background CPU that competes with requests. The output is byte-identical (tests/test_otlp_trace.py); a
-    # batch holding anything _otlp_trace does not handle is encoded by the SDK's encoder instead.
+def _span_payload(spans: Sequence[Any]) -> bytes:
+    """The OTLP request of a batch: spans, or the ``EncodedSpan`` items of spans encoded as they ended.
+
+    We write the OTLP bytes ourselves: the SDK's encoder builds a protobuf object per span, attribute and value,
+    ~33 µs of CPU per span against ~2 µs (benchmarks/bench_encode.py, 512 realistic spans, 2-core machine),
+    background CPU that competes with requests. The output is byte-identical (tests/test_otlp_trace.py); a
+    batch holding anything _otlp_trace does not handle is encoded by the SDK's encoder instead.
+    """
     from ._otlp_trace import UnsupportedSpanData, encode_spans
 
     try:
         return encode_spans(spans)
     except UnsupportedSpanData:
-        from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as sdk_encode_spans
+        return _sdk_span_payload(spans)
 
-        return bytes(sdk_encode_spans(spans).SerializeToString())
+
+def _sdk_span_payload(items: Sequence[Any]) -> bytes:
+    """The SDK encoder's request (its grouping, its messages), for spans and ``EndedSpan`` items."""
+    from opentelemetry.exporter.otlp.proto.common._internal import _encode_instrumentation_scope, _encode_resource
+    from opentelemetry.exporter.otlp.proto.common._internal.trace_encoder import _encode_span
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
+
+    from ._otlp_trace import as_readable
+
+    groups: dict[Any, dict[Any, list[PbSpan]]] = {}
+    for item in items:
+        span = as_readable(item) if type(item) is tuple else item
+        groups.setdefault(span.resource, {}).setdefault(span.instrumentation_scope or None, []).append(
+            _encode_span(span)
+        )
+    request = ExportTraceServiceRequest(
+        resource_spans=[
+            ResourceSpans(
+                resource=_encode_resource(resource),
+                scope_spans=[
+                    ScopeSpans(
+                        scope=_encode_instrumentation_scope(scope),
+                        spans=spans,
+                        schema_url=scope.schema_url if scope else None,  # type: ignore[arg-type]  # as the SDK
+                    )
+                    for scope, spans in scopes.items()
+                ],
+                schema_url=resource.schema_url,
+            )
+            for resource, scopes in groups.items()
+        ]
+    )
+    return bytes(request.SerializeToString())
 
 
 def _log_payload(batch: Sequence[ReadableLogRecord]) -> bytes:
@@ -785,7 +823,14 @@ class AccountedBatchSpanProcessor(BatchSpanProcessor):
         context = span.context
         if not (context and context.trace_flags & 1):  # sampled
             return
-        self._account.put(span)  # what BatchSpanProcessor.on_end does past the sampled check, counted
+        # What BatchSpanProcessor.on_end does past the sampled check, counted. What is queued is the span's data
+        # as a tuple the garbage collector does not track (_otlp_trace.ended): a span kept until its batch is
+        # exported made full collections frequent, each a pause of tens of milliseconds in some request.
+        try:
+            item: Any = ended(span)
+        except Exception:  # anything unexpected: the span itself, as the SDK queues it
+            item = None
+        self._account.put(span if item is None else item)
 
 
 class AccountedBatchLogRecordProcessor(BatchLogRecordProcessor):
