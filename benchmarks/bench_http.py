@@ -359,22 +359,24 @@ def summarise(samples: list[Sample], args: argparse.Namespace) -> tuple[str, dic
         "CPU = server CPU µs per request (utime+stime of the server and its workers); "
         "CPU ratio = bare CPU µs/request over the variant's (paired, median): the req/s ratio of a CPU-bound "
         "server, steadier than req/s when other processes share the machine; "
-        "spans/req = spans the receiver got per request sent (ddtrace: traces).",
+        "spans/req = spans the receiver got per request sent (ddtrace: traces); "
+        "p99 = wrk's 99th percentile latency (median of the rounds; closed loop with 8 connections).",
         "",
         "| variant | "
         + " | ".join(
-            f"{fw} req/s | {fw} ratio | {fw} CPU µs/req | {fw} CPU ratio | {fw} spans/req" for fw in frameworks
+            f"{fw} req/s | {fw} ratio | {fw} CPU µs/req | {fw} CPU ratio | {fw} spans/req | {fw} p99 ms"
+            for fw in frameworks
         )
         + " |",
-        "|---|" + "---:|---:|---:|---:|---:|" * len(frameworks),
+        "|---|" + "---:|---:|---:|---:|---:|---:|" * len(frameworks),
     ]
-    data: dict[str, Any] = {"ratios": {}, "cpu_ratios": {}, "cpu": {}, "rps": {}, "routes": {}}
+    data: dict[str, Any] = {"ratios": {}, "cpu_ratios": {}, "cpu": {}, "rps": {}, "p99_ms": {}, "routes": {}}
     for variant in args.variants:
         cells = []
         for fw in frameworks:
             runs = list(by.get((fw, variant, 10), {}).values())
             if not runs:
-                cells.append("- | - | - | - | -")
+                cells.append("- | - | - | - | - | -")
                 continue
             ratios = paired(fw, variant)
             cpu_ratios = paired_cpu(fw, variant)
@@ -387,11 +389,13 @@ def summarise(samples: list[Sample], args: argparse.Namespace) -> tuple[str, dic
             data["ratios"][f"{fw}/{variant}"] = med(ratios)
             data["cpu"][f"{fw}/{variant}"] = cpu
             data["rps"][f"{fw}/{variant}"] = rps
+            p99 = med([s.p99_us / 1000 for s in runs])
+            data["p99_ms"][f"{fw}/{variant}"] = p99
             ratio_cell = f"{med(ratios):.2f}x [{min(ratios):.2f}-{max(ratios):.2f}]" if ratios else "-"
             errors = sum(s.errors for s in runs)
             spans_cell = f"{spans:.2f}" + (" traces" if variant == "ddtrace" else "") if spans else "0"
             cells.append(
-                f"{rps:,.0f} | {ratio_cell} | {cpu:.0f} | {med(cpu_ratios):.2f}x | {spans_cell}"
+                f"{rps:,.0f} | {ratio_cell} | {cpu:.0f} | {med(cpu_ratios):.2f}x | {spans_cell} | {p99:.1f}"
                 + (f" ({errors} errors)" if errors else "")
             )
         lines.append(f"| {LABELS[variant]} | " + " | ".join(cells) + " |")
