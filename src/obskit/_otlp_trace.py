@@ -688,12 +688,6 @@ def _message(span: Any) -> bytes:
     prefix = _prefix_cache.get(size)
     if prefix is None:
         prefix = _span_prefix(size)
-
-    body = b"".join((ids, name_kind[1], times, block, tail))
-    size = len(body)
-    prefix = _prefix_cache.get(size)
-    if prefix is None:
-        prefix = _span_prefix(size)
     return prefix + body
 
 
