@@ -480,6 +480,9 @@ _origins_lock = threading.Lock()
 # the SDK's or obskit's one UNSET status. Replaced as one tuple (spans end on any thread).
 _last_status: tuple[Any, tuple[bytes, bytes]] = (None, (b"", b""))
 _KINDS: Final = tuple(sorted(SpanKind, key=lambda kind: kind.value))  # SpanKind by value (0..4)
+# Enum .value is a Python-level descriptor: a dict lookup is several times cheaper, per span end.
+_KIND_VALUES: Final = {kind: kind.value for kind in SpanKind}
+_CODE_VALUES: Final = {code: code.value for code in StatusCode}
 # (status code value, description) -> a Status object, so that rebuilt spans share them (and _last_status hits).
 _STATUSES_MAX: Final = 256
 _statuses: dict[tuple[int, str | None], Status] = {}
@@ -528,7 +531,7 @@ def ended(span: ReadableSpan) -> EndedSpan | None:
     return (
         number,
         plain._name,
-        plain._kind.value,
+        _KIND_VALUES[plain._kind],
         trace_id,
         span_id,
         parent[1] if parent else 0,
@@ -536,37 +539,9 @@ def ended(span: ReadableSpan) -> EndedSpan | None:
         plain._start_time,
         plain._end_time,
         (*attributes, *attributes.values()),
-        status.status_code.value,
+        _CODE_VALUES[status.status_code],
         status.description,
     )
-
-
-class _Rebuilt:
-    """An :data:`EndedSpan` with the private fields :func:`_message` reads (built in the export thread)."""
-
-    __slots__ = ("_attributes", "_context", "_end_time", "_events", "_kind", "_links", "_name", "_parent",
-                 "_start_time", "_status")  # fmt: skip
-
-
-def _rebuilt(item: EndedSpan) -> Any:
-    _, name, kind, trace_id, span_id, parent_id, remote, start, end, attributes, code, description = item
-    span: Any = _Rebuilt()
-    span._context = (trace_id, span_id, False, None, DEFAULT_TRACE_STATE, True)
-    span._parent = (trace_id, parent_id, remote) if parent_id else None
-    span._name = name
-    span._kind = _KINDS[kind]
-    span._start_time = start
-    span._end_time = end
-    half = len(attributes) // 2
-    span._attributes = dict(zip(attributes[:half], attributes[half:], strict=True))
-    status = _statuses.get((code, description))
-    if status is None:
-        status = Status(StatusCode(code), description)
-        if len(_statuses) < _STATUSES_MAX:
-            _statuses[(code, description)] = status
-    span._status = status
-    span._events = span._links = _NO_ITEMS
-    return span
 
 
 def as_readable(item: EndedSpan) -> ReadableSpan:
@@ -575,13 +550,12 @@ def as_readable(item: EndedSpan) -> ReadableSpan:
 
     number, name, kind, trace_id, span_id, parent_id, remote, start, end, attributes, code, description = item
     resource, scope = _origin_objects[number]
-    half = len(attributes) // 2
     return ReadableSpan(
         name=name,
         context=SpanContext(trace_id, span_id, False),
         parent=SpanContext(trace_id, parent_id, remote) if parent_id else None,
         resource=resource,
-        attributes=dict(zip(attributes[:half], attributes[half:], strict=True)),
+        attributes=_unflatten(attributes),
         kind=_KINDS[kind],
         instrumentation_scope=scope,
         status=Status(StatusCode(code), description),
@@ -605,32 +579,8 @@ def origin(resource: Any, scope: Any) -> int:
 
 def _message(span: Any) -> bytes:
     """One span as a ``ScopeSpans.spans`` field (tag, length, ``Span``), for a span class known to be fast."""
-    global _last_status
     trace_id, span_id, _, _, trace_state, _ = span._context  # SpanContext is a 6-tuple
-    trace_field = _T_TRACE_ID + trace_id.to_bytes(16, "big")
     parent: Any = span._parent
-    if trace_state is not DEFAULT_TRACE_STATE and trace_state:  # the SDK writes "" (nothing) for an empty one
-        ids = _pack_ids(trace_field, _T_SPAN_ID, span_id) + _trace_state(trace_state)
-        if parent:
-            ids += _T_PARENT_SPAN_ID + parent[1].to_bytes(8, "big")
-    elif parent:
-        ids = _pack_ids_parent(trace_field, _T_SPAN_ID, span_id, _T_PARENT_SPAN_ID, parent[1])
-    else:
-        ids = _pack_ids(trace_field, _T_SPAN_ID, span_id)
-
-    name = span._name
-    kind = span._kind
-    name_kind = _name_cache.get(name)
-    if name_kind is None or name_kind[0] is not kind:
-        name_kind = _name_kind(name, kind)
-
-    start = span._start_time
-    end = span._end_time
-    if start and end:
-        times = _pack_times(_T_START_BYTE, start, _T_END_BYTE, end)
-    else:
-        times = (_T_START + _pack_fixed64(start) if start else b"") + (_T_END + _pack_fixed64(end) if end else b"")
-
     attributes: Any = span._attributes
     dropped = 0
     if type(attributes) is BoundedAttributes:
@@ -638,24 +588,110 @@ def _message(span: Any) -> bytes:
         attributes = attributes._dict  # its public items() makes a Python call per item
     elif isinstance(attributes, BoundedAttributes):
         dropped = attributes.dropped
-    if not attributes:
-        block = b""
-    elif len(attributes) <= _BLOCK_MAX_ITEMS:
+    flat = (*attributes, *attributes.values()) if attributes and len(attributes) <= _BLOCK_MAX_ITEMS else None
+    parent_id, remote = (parent[1], bool(parent[2])) if parent else (0, False)
+    times = (span._start_time, span._end_time)
+    return _compose(trace_id, span_id, trace_state, parent_id, remote, span._name, span._kind, *times,
+                    attributes, flat, dropped, span._status, span._events, span._links)  # fmt: skip
+
+
+def _ended_message(item: EndedSpan) -> bytes:
+    """:func:`_message` of an :data:`EndedSpan` (no events, links, trace state or dropped attributes)."""
+    _, name, kind, trace_id, span_id, parent_id, remote, start, end, flat, code, description = item
+    status = _statuses.get((code, description))
+    if status is None:
+        status = Status(StatusCode(code), description)
+        if len(_statuses) < _STATUSES_MAX:
+            _statuses[(code, description)] = status
+    small = len(flat) <= 2 * _BLOCK_MAX_ITEMS
+    return _compose(
+        trace_id,
+        span_id,
+        DEFAULT_TRACE_STATE,
+        parent_id,
+        remote,
+        name,
+        _KINDS[kind],
+        start,
+        end,
+        None if small else _unflatten(flat),
+        flat if small else None,
+        0,
+        status,
+        _NO_ITEMS,
+        _NO_ITEMS,
+    )
+
+
+def _unflatten(flat: tuple[Any, ...]) -> dict[str, Any]:
+    half = len(flat) // 2
+    return dict(zip(flat[:half], flat[half:], strict=True))
+
+
+def _compose(
+    trace_id: int,
+    span_id: int,
+    trace_state: Any,
+    parent_id: int,
+    remote: bool,
+    name: str,
+    kind: SpanKind,
+    start: int | None,
+    end: int | None,
+    attributes: Any,
+    flat: tuple[Any, ...] | None,
+    dropped: int,
+    status: Any,
+    events: Any,
+    links: Any,
+) -> bytes:
+    """The ``ScopeSpans.spans`` field of one span from its parts.
+
+    ``attributes``: the attribute mapping (None: rebuilt from ``flat`` when needed); ``flat``: its keys then its
+    values, for at most _BLOCK_MAX_ITEMS attributes (None for more, or none).
+    """
+    global _last_status
+    trace_field = _T_TRACE_ID + trace_id.to_bytes(16, "big")
+    if trace_state is not DEFAULT_TRACE_STATE and trace_state:  # the SDK writes "" (nothing) for an empty one
+        ids = _pack_ids(trace_field, _T_SPAN_ID, span_id) + _trace_state(trace_state)
+        if parent_id:
+            ids += _T_PARENT_SPAN_ID + parent_id.to_bytes(8, "big")
+    elif parent_id:
+        ids = _pack_ids_parent(trace_field, _T_SPAN_ID, span_id, _T_PARENT_SPAN_ID, parent_id)
+    else:
+        ids = _pack_ids(trace_field, _T_SPAN_ID, span_id)
+
+    name_kind = _name_cache.get(name)
+    if name_kind is None or name_kind[0] is not kind:
+        name_kind = _name_kind(name, kind)
+
+    if start and end:
+        times = _pack_times(_T_START_BYTE, start, _T_END_BYTE, end)
+    else:
+        times = (_T_START + _pack_fixed64(start) if start else b"") + (_T_END + _pack_fixed64(end) if end else b"")
+
+    if flat:
         # Keyed by contents: the keys then the values, flat (cheaper to build and hash than the items).
-        key = (*attributes, *attributes.values())
+        key = flat
         try:
             entry = _block_cache.get(key)
         except TypeError:  # an unhashable value (a list in a plain ReadableSpan's attributes)
+            if attributes is None:
+                attributes = _unflatten(flat)
             entry = (_attributes_field(_T_ATTR, attributes), ())
         if entry is None:
-            block = _span_block(key, attributes)
+            block = _span_block(key, attributes if attributes is not None else _unflatten(flat))
         else:
             block, ints = entry
             if ints:  # equal is not enough for an int: True == 1 == 1.0
                 for i in ints:
                     if type(key[i]) is not int:
+                        if attributes is None:
+                            attributes = _unflatten(flat)
                         block = _attributes_field(_T_ATTR, attributes)
                         break
+    elif not attributes:
+        block = b""
     elif _STR_OR_INT.issuperset(map(type, attributes.values())):
         try:
             block = b"".join(map(_span_kv_cache.__getitem__, attributes.items()))
@@ -664,7 +700,6 @@ def _message(span: Any) -> bytes:
     else:
         block = _attributes_field(_T_ATTR, attributes)
 
-    status: Any = span._status
     last = _last_status
     if last[0] is status:
         status_flags = last[1]
@@ -672,9 +707,7 @@ def _message(span: Any) -> bytes:
         status_field = _status_field(status)
         status_flags = (status_field + _FLAGS_LOCAL, status_field + _FLAGS_REMOTE)
         _last_status = (status, status_flags)
-    tail = status_flags[1] if parent and parent[2] else status_flags[0]
-    events = span._events
-    links = span._links
+    tail = status_flags[1] if remote else status_flags[0]
     if (
         dropped
         # obskit's lean spans share one empty tuple; the SDK's hold a BoundedList each, mostly empty
@@ -707,7 +740,7 @@ def _encode(items: Sequence[Any]) -> bytes:
     for item in items:
         if type(item) is tuple:  # an EndedSpan
             resource, scope = _origin_objects[item[0]]
-            message = _message(_rebuilt(item))
+            message = _ended_message(item)
         else:
             span: Any = item
             span_class = type(span)
