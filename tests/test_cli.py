@@ -211,3 +211,40 @@ def test_check_sdk_disabled_sends_nothing():
     assert row(done.stdout, "sdk_disabled")[2:] == ["true", "environment"]
     assert "OTEL_SDK_DISABLED=true: obskit installs nothing" in done.stdout
     assert "OTLP endpoints" not in done.stdout
+
+
+def test_check_reports_the_cause_when_grpc_retried_until_the_deadline():
+    """The gRPC exporter may retry a refused connection and end on DEADLINE_EXCEEDED (its backoff is random):
+    obskit check reports the refused connection first, in the exporter's own error format."""
+    import logging
+    import threading
+
+    from obskit._check import _ThreadRecords
+
+    records = _ThreadRecords()
+
+    def log(level: int, message: str) -> None:
+        records.emit(logging.LogRecord("opentelemetry.exporter", level, __file__, 1, message, None, None))
+
+    log(
+        logging.WARNING,
+        "Transient error StatusCode.UNAVAILABLE encountered while exporting traces to 127.0.0.1:9, retrying in "
+        "0.84s. Error details: failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:9: "
+        "Connection refused",
+    )
+    log(
+        logging.ERROR,
+        "Failed to export traces to 127.0.0.1:9, error code: StatusCode.DEADLINE_EXCEEDED, error details: "
+        "Deadline Exceeded",
+    )
+    error = records.error_for(threading.get_ident())
+    assert error.startswith("Failed to export traces to 127.0.0.1:9, error code: StatusCode.UNAVAILABLE")
+    assert "Connection refused" in error
+    assert error.endswith("(retried until the deadline: Failed to export traces to 127.0.0.1:9, error code: "
+                          "StatusCode.DEADLINE_EXCEEDED, error details: Deadline Exceeded)")  # fmt: skip
+
+    alone = _ThreadRecords()  # a deadline with no earlier failure is reported as it is
+    alone.emit(
+        logging.LogRecord("x", logging.ERROR, __file__, 1, "Failed ... StatusCode.DEADLINE_EXCEEDED", None, None)
+    )
+    assert alone.error_for(threading.get_ident()) == "Failed ... StatusCode.DEADLINE_EXCEEDED"

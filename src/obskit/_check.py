@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import logging
 import math
+import re
 import socket
 import sys
 import threading
@@ -194,7 +195,25 @@ class _ThreadRecords(logging.Handler):
         if errors and warnings and "max retries" in errors[-1]:
             # The HTTP exporter's final message says only that it gave up; the cause is in the last retry's.
             return _one_line(f"{errors[-1]} Last attempt: {warnings[-1]}")
+        if errors and "DEADLINE_EXCEEDED" in errors[-1]:
+            # The gRPC exporter retried a failure (e.g. connection refused) until the check's deadline: the first
+            # failure is the cause, the deadline only how it ended. (Whether it retries depends on its random backoff.)
+            for warning in warnings:
+                found = _GRPC_RETRY.match(warning)
+                if found and found["code"] != "StatusCode.DEADLINE_EXCEEDED":
+                    return _one_line(
+                        f"Failed to export {found['what']} to {found['where']}, error code: {found['code']}, error "
+                        f"details: {found['details']} (retried until the deadline: {errors[-1]})"
+                    )
         return _one_line((errors or warnings or [""])[-1])
+
+
+# The gRPC exporter's retry warning (opentelemetry-exporter-otlp-proto-grpc).
+_GRPC_RETRY: Final = re.compile(
+    r"Transient error (?P<code>\S+) encountered while exporting (?P<what>\S+) to (?P<where>\S+), "
+    r"retrying in [0-9.]+s\. Error details: (?P<details>.*)",
+    re.DOTALL,
+)
 
 
 def _one_line(text: str) -> str:
