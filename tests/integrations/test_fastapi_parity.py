@@ -265,3 +265,30 @@ def test_metrics_only_mode_has_the_same_metric_streams():
         assert metrics_only[key] == points, key
     errors = [p for p in metrics_only[next(k for k in traced if k[3] == "http.server.request.duration")]]
     assert any(("error.type", "500") in attributes for attributes in errors)
+
+
+def test_metrics_through_another_meter_provider():
+    """A meter provider other than obskit's: each series goes through the API instrument (ApiSeries)."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from obskit._integrations import fastapi as fastapi_integration
+
+    reader = InMemoryMetricReader()
+    app = _app()
+    fastapi_integration.instrument(app, trace.NoOpTracerProvider(), MeterProvider(metric_readers=[reader]), ())
+    client = TestClient(app, raise_server_exceptions=False)
+    client.get("/items/1")
+    client.get("/boom")
+    data = reader.get_metrics_data()
+    assert data is not None
+    points = {
+        metric.name: {frozenset((p.attributes or {}).items()): p for p in metric.data.data_points}
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for metric in sm.metrics
+    }
+    durations = {dict(k).get("http.route"): p.count for k, p in points["http.server.request.duration"].items()}
+    assert durations == {"/items/{item_id}": 1, "/boom": 1}
+    assert [p.value for p in points["http.server.active_requests"].values()] == [0]  # +1 and -1 on one series

@@ -298,3 +298,30 @@ def test_guard_overflow_counted_per_request() -> None:
             )
             == 3
         )
+
+
+def test_metrics_through_another_meter_provider() -> None:
+    """A meter provider other than obskit's: each series goes through the API instrument (ApiSeries)."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from obskit._integrations import flask as flask_integration
+
+    reader = InMemoryMetricReader()
+    app = _app()
+    flask_integration.instrument(app, trace.NoOpTracerProvider(), MeterProvider(metric_readers=[reader]), (), "obskit")
+    client = app.test_client()
+    assert client.get("/items/1").status_code == 200
+    assert client.get("/boom").status_code == 500
+    data = reader.get_metrics_data()
+    assert data is not None
+    points = {
+        metric.name: list(metric.data.data_points)
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for metric in sm.metrics
+    }
+    routes = {(p.attributes or {}).get("http.route"): p.count for p in points["http.server.request.duration"]}
+    assert routes == {"/items/<int:item_id>": 1, "/boom": 1}
+    assert [p.value for p in points["http.server.active_requests"]] == [0]  # +1 and -1 on one series

@@ -52,7 +52,7 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 from .._context import SPAN_ID, TRACE_FLAGS, TRACE_ID, attach_context, current_context, detach_context, with_span
 from .._safety import record_internal_error
 from .._tracer import CleanAttributes
-from ._http import ExcludedPaths, MethodNames, redact_query
+from ._http import ApiSeries, ExcludedPaths, MethodNames, redact_query
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -156,26 +156,13 @@ class _UpDown:
         cell = self._cells.get(key)
         if cell is None:
             if self._resolve is None:
-                cell = _ApiCell(self.instrument, attributes())
+                cell = ApiSeries(self.instrument, attributes())
             else:
                 cell, reusable = self._resolve(attributes())
                 if reusable and len(self._cells) < _MAX_CACHED:
                     self._cells[key] = cell
         cell.add(amount)
         return cell
-
-
-class _ApiCell:
-    """One attribute set of an API up-down counter (a meter provider other than obskit's)."""
-
-    __slots__ = ("_attributes", "_instrument")
-
-    def __init__(self, instrument: Any, attributes: dict[str, Any]) -> None:
-        self._instrument = instrument
-        self._attributes = attributes
-
-    def add(self, amount: int) -> None:
-        self._instrument.add(amount, self._attributes)
 
 
 class Instruments:

@@ -75,6 +75,25 @@ class MethodNames:
         return found
 
 
+class ApiSeries:
+    """One attribute set of an API instrument (a meter provider other than obskit's), used like obskit's series.
+
+    ``record(value, trace_id, span_id)`` for a histogram (the SDK then takes exemplars itself), ``add(amount)``.
+    """
+
+    __slots__ = ("_attributes", "_instrument")
+
+    def __init__(self, instrument: Any, attributes: Mapping[str, Any]) -> None:
+        self._instrument = instrument
+        self._attributes = attributes
+
+    def record(self, value: float, trace_id: int = 0, span_id: int = 0) -> None:
+        self._instrument.record(value, self._attributes)
+
+    def add(self, amount: float) -> None:
+        self._instrument.add(amount, self._attributes)
+
+
 class ExcludedPaths:
     """OBSKIT_EXCLUDED_URLS per request path: ``cache.get(path)`` first (a call less per request), else a call.
 

@@ -43,7 +43,7 @@ from .. import _safety
 from .. import _semconv as sc
 from .._context import SPAN_ID, TRACE_FLAGS, TRACE_ID, attach_context, current_context, detach_context, with_span
 from .._tracer import CleanAttributes
-from ._http import SENSITIVE_HEADERS, ExcludedPaths, MethodNames, redact_query
+from ._http import SENSITIVE_HEADERS, ApiSeries, ExcludedPaths, MethodNames, redact_query
 
 METHOD: Final = sc.ATTR_HTTP_REQUEST_METHOD
 ROUTE: Final = sc.ATTR_HTTP_ROUTE
@@ -126,22 +126,6 @@ class HeaderCapture:
         return self._attributes("http.response.header.", found, self._response)
 
 
-class _Sink:
-    """One metric series: ``record(value, trace_id, span_id)`` (obskit's aggregation, or an API instrument)."""
-
-    __slots__ = ("_attributes", "_instrument")
-
-    def __init__(self, instrument: Any, attributes: Mapping[str, Any]) -> None:
-        self._instrument = instrument
-        self._attributes = attributes
-
-    def record(self, value: float, trace_id: int = 0, span_id: int = 0) -> None:
-        self._instrument.record(value, self._attributes)
-
-    def add(self, amount: float) -> None:
-        self._instrument.add(amount, self._attributes)
-
-
 class ServerMetrics:
     """``http.server.request.duration`` and ``http.server.active_requests`` exactly as contrib's stable output.
 
@@ -209,7 +193,7 @@ class ServerMetrics:
         """The active-requests series of (method, scheme) not cached yet (``add(+1)``/``add(-1)``)."""
         method, scheme = key
         attributes: dict[str, Any] = {METHOD: method, SCHEME: scheme} if scheme else {METHOD: method}
-        make = (lambda a: _Sink(self._active, a)) if self._guard is None else self._active.cell
+        make = (lambda a: ApiSeries(self._active, a)) if self._guard is None else self._active.cell
         return self._resolve(self._actives, key, ACTIVE, attributes, make)
 
     def duration(
@@ -237,7 +221,7 @@ class ServerMetrics:
             attributes[ROUTE] = route
         if protocol:
             attributes[PROTOCOL] = protocol
-        make = (lambda a: _Sink(self._duration, a)) if self._guard is None else self._duration.series
+        make = (lambda a: ApiSeries(self._duration, a)) if self._guard is None else self._duration.series
         return self._resolve(self._durations, key, DURATION, attributes, make)
 
 
