@@ -285,6 +285,7 @@ class Exchange:
         "active",
         "error",
         "method",
+        "method_original",
         "name",
         "protocol",
         "response_headers",
@@ -298,6 +299,7 @@ class Exchange:
     )
 
     method: str
+    method_original: str | None
     name: str
     scheme: str | None
     protocol: str
@@ -380,7 +382,7 @@ class Middleware:
             exchange = Exchange(start_response)
             exchange.start_ns = time_ns()
             raw = environ.get("REQUEST_METHOD", "")
-            exchange.method, _original, exchange.name = self.methods.cache.get(raw) or self.methods(raw)
+            exchange.method, exchange.method_original, exchange.name = self.methods.cache.get(raw) or self.methods(raw)
             exchange.scheme = environ.get("wsgi.url_scheme")
             protocol = environ.get("SERVER_PROTOCOL", "")
             if protocol[:5].upper() == "HTTP/":
@@ -420,11 +422,10 @@ class Middleware:
     def _attributes(self, exchange: Exchange, environ: Mapping[str, Any], route: str | None) -> dict[str, Any]:
         """Contrib's stable-semconv request attributes (``collect_request_attributes``) and ``http.route``."""
         get = environ.get
-        method, original, _name = self.methods(get("REQUEST_METHOD", ""))
         # Built here from str and int values only: the tracer takes them without re-checking each one.
-        attributes: dict[str, Any] = CleanAttributes({METHOD: method})
-        if original is not None:
-            attributes[METHOD_ORIGINAL] = original
+        attributes: dict[str, Any] = CleanAttributes({METHOD: exchange.method})
+        if exchange.method_original is not None:
+            attributes[METHOD_ORIGINAL] = exchange.method_original
         if exchange.scheme:
             attributes[SCHEME] = exchange.scheme
         host = get("HTTP_HOST")
