@@ -131,24 +131,22 @@ class _LeanSpan(SdkSpan):
         return self._context  # type: ignore[return-value]  # always set here; the SDK's method adds a typing.cast()
 
     def _add_event(self, event: Any) -> None:
-        with self._lock:
-            if self._end_time is None:
-                events: Any = self._events
-                if events is _NO_ITEMS:
-                    events = self._events = BoundedList(self._limits.max_events)
-                events.append(event)
-                return
-        _logger.warning("Tried calling %s on an ended span.", "_add_event")
+        self._append("_events", self._limits.max_events, event, "_add_event")
 
     def _add_link(self, link: trace_api.Link) -> None:
+        self._append("_links", self._limits.max_links, link, "_add_link")
+
+    def _append(self, field: str, maxlen: int | None, item: Any, caller: str) -> None:
+        """Add an event or a link, creating the span's bounded list on first use (lean spans share an empty one)."""
         with self._lock:
             if self._end_time is None:
-                links: Any = self._links
-                if links is _NO_ITEMS:
-                    links = self._links = BoundedList(self._limits.max_links)
-                links.append(link)
+                items: Any = getattr(self, field)
+                if items is _NO_ITEMS:
+                    items = BoundedList(maxlen)
+                    setattr(self, field, items)
+                items.append(item)
                 return
-        _logger.warning("Tried calling %s on an ended span.", "_add_link")
+        _logger.warning("Tried calling %s on an ended span.", caller)
 
     def set_attribute(self, key: str, value: types.AnyValue) -> None:
         attributes: Any = self._attributes
