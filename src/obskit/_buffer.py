@@ -607,7 +607,7 @@ class ExportBuffer:
 
 
 def _span_payload(spans: Sequence[Any]) -> bytes:
-    """The OTLP request of a batch: spans, or the ``EncodedSpan`` items of spans encoded as they ended.
+    """The OTLP request of a batch: spans, or the ``EndedSpan`` tuples the span processor queued for them.
 
     We write the OTLP bytes ourselves: the SDK's encoder builds a protobuf object per span, attribute and value,
     ~33 µs of CPU per span against ~2 µs (benchmarks/bench_encode.py, 512 realistic spans, 2-core machine),

@@ -489,7 +489,7 @@ _statuses: dict[tuple[int, str | None], Status] = {}
 
 
 def ended(span: ReadableSpan) -> EndedSpan | None:
-    """An ended span as ints, strings and its attribute dict, or None when only the span itself will do.
+    """An ended span as ints, strings and a flat attribute tuple, or None when only the span itself will do.
 
     obskit's span processor queues this instead of the span: the span object is freed at once, and the tuple,
     made of objects the garbage collector does not track, is untracked at its first collection. A span queued
@@ -500,11 +500,7 @@ def ended(span: ReadableSpan) -> EndedSpan | None:
     if not _is_fast(type(span)):
         return None
     plain: Any = span
-    events: Any = plain._events
-    links: Any = plain._links
-    if (events is not _NO_ITEMS and (type(events) is not BoundedList or events._dq)) or (  # type: ignore[attr-defined]
-        links is not _NO_ITEMS and (type(links) is not BoundedList or links._dq)  # type: ignore[attr-defined]
-    ):
+    if _holds_items(plain._events) or _holds_items(plain._links):
         return None
     trace_id, span_id, _, _, trace_state, _ = plain._context
     if trace_state is not DEFAULT_TRACE_STATE and trace_state:
@@ -558,14 +554,14 @@ def as_readable(item: EndedSpan) -> ReadableSpan:
         attributes=_unflatten(attributes),
         kind=_KINDS[kind],
         instrumentation_scope=scope,
-        status=Status(StatusCode(code), description),
+        status=_status_of(code, description),
         start_time=start,
         end_time=end,
     )
 
 
 def origin(resource: Any, scope: Any) -> int:
-    """The number of a (resource, scope) pair, registered on first sight; :data:`EncodedSpan` items carry it."""
+    """The number of a (resource, scope) pair, registered on first sight; :data:`EndedSpan` items carry it."""
     with _origins_lock:
         key = (id(resource), id(scope))
         number = _origins.get(key)
@@ -598,11 +594,6 @@ def _message(span: Any) -> bytes:
 def _ended_message(item: EndedSpan) -> bytes:
     """:func:`_message` of an :data:`EndedSpan` (no events, links, trace state or dropped attributes)."""
     _, name, kind, trace_id, span_id, parent_id, remote, start, end, flat, code, description = item
-    status = _statuses.get((code, description))
-    if status is None:
-        status = Status(StatusCode(code), description)
-        if len(_statuses) < _STATUSES_MAX:
-            _statuses[(code, description)] = status
     small = len(flat) <= 2 * _BLOCK_MAX_ITEMS
     return _compose(
         trace_id,
@@ -617,10 +608,25 @@ def _ended_message(item: EndedSpan) -> bytes:
         None if small else _unflatten(flat),
         flat if small else None,
         0,
-        status,
+        _status_of(code, description),
         _NO_ITEMS,
         _NO_ITEMS,
     )
+
+
+def _status_of(code: int, description: str | None) -> Status:
+    """The Status of an :data:`EndedSpan`, one object per (code, description) seen (so _last_status hits)."""
+    status = _statuses.get((code, description))
+    if status is None:
+        status = Status(StatusCode(code), description)
+        if len(_statuses) < _STATUSES_MAX:
+            _statuses[(code, description)] = status
+    return status
+
+
+def _holds_items(items: Any) -> bool:
+    """Whether a span's events or links hold anything (lean spans share one empty tuple, SDK spans a BoundedList)."""
+    return items is not _NO_ITEMS and (type(items) is not BoundedList or bool(items._dq))  # type: ignore[attr-defined]
 
 
 def _unflatten(flat: tuple[Any, ...]) -> dict[str, Any]:
@@ -708,11 +714,11 @@ def _compose(
         status_flags = (status_field + _FLAGS_LOCAL, status_field + _FLAGS_REMOTE)
         _last_status = (status, status_flags)
     tail = status_flags[1] if remote else status_flags[0]
+    # (the identity tests first: the queued tuples' spans, most of them, then make no call here)
     if (
         dropped
-        # obskit's lean spans share one empty tuple; the SDK's hold a BoundedList each, mostly empty
-        or (events is not _NO_ITEMS and (type(events) is not BoundedList or events._dq))  # type: ignore[attr-defined]
-        or (links is not _NO_ITEMS and (type(links) is not BoundedList or links._dq))  # type: ignore[attr-defined]
+        or (events is not _NO_ITEMS and _holds_items(events))
+        or (links is not _NO_ITEMS and _holds_items(links))
     ):
         tail = _span_extras(dropped, events, links) + tail
 
