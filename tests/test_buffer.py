@@ -364,6 +364,40 @@ def test_span_processor_queues_ended_tuples_and_spans_it_cannot(make_buffer):
     processor.shutdown()
 
 
+@pytest.mark.parametrize("provider_class", ["sdk", "lean"])
+def test_recorded_but_unsampled_spans_are_neither_queued_nor_counted(make_buffer, provider_class):
+    """A sampler's RECORD_ONLY decision: the span records for processors, but is not exported (as the SDK's BSP)."""
+    from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
+
+    from obskit._tracer import LeanTracerProvider
+
+    class RecordOnlyForUnsampled(Sampler):
+        def should_sample(self, parent_context, trace_id, name, kind=None, attributes=None, links=None, **_: Any):
+            return SamplingResult(Decision.RECORD_ONLY if name.startswith("unsampled") else Decision.RECORD_AND_SAMPLE)
+
+        def get_description(self) -> str:
+            return "record-only for 'unsampled*'"
+
+    sender = FakeSender()
+    buffer = make_buffer(sender)
+    processor = AccountedBatchSpanProcessor(BufferedSpanExporter(buffer), schedule_delay_millis=60_000)
+    cls = LeanTracerProvider if provider_class == "lean" else TracerProvider
+    provider = cls(sampler=RecordOnlyForUnsampled(), shutdown_on_exit=False)
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("t")
+    for name in ("unsampled root", "sampled root", "unsampled again"):
+        span = tracer.start_span(name)
+        assert span.is_recording()
+        span.end()
+    assert processor.force_flush(5)
+    assert buffer.flush(5)
+    [payload] = sender.delivered
+    request = ExportTraceServiceRequest.FromString(payload)
+    assert [s.name for s in request.resource_spans[0].scope_spans[0].spans] == ["sampled root"]
+    assert _stats(buffer).produced == 1
+    processor.shutdown()
+
+
 def test_sdk_queue_overflow_is_counted_exactly(make_buffer):
     """The SDK processor's own queue (10) overflows while its worker is busy: 20 of 30 spans are queue_full."""
     sender, buffer, processor, tracer = _accounted_processor(make_buffer)

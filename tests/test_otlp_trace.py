@@ -562,6 +562,33 @@ def test_ended_spans_make_the_same_request(rec: Recorder) -> None:
     assert _span_payload(mixed) == expected
 
 
+def test_one_scope_object_under_two_resources_keeps_each_resource() -> None:
+    """ended() remembers the latest resource per scope object; a span of another resource still gets its own."""
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+    scope = InstrumentationScope("shared", "1")
+    resources = {service: Resource.create({"service.name": service}) for service in ("first", "second")}
+    spans = [
+        ReadableSpan(
+            name=f"s{i}",
+            context=SpanContext(0xA1 + i, 0xB1 + i, False, TraceFlags(1)),
+            resource=resources[service],
+            instrumentation_scope=scope,
+            start_time=1,
+            end_time=2,
+        )
+        for i, service in enumerate(("first", "second", "first", "second"))
+    ]
+    items = [ended(s) for s in spans]
+    assert [as_readable(item).resource.attributes["service.name"] for item in items if item] == [
+        "first",
+        "second",
+        "first",
+        "second",
+    ]
+    assert encode_spans(items) == sdk_bytes(spans)  # type: ignore[arg-type]
+
+
 def test_ended_spans_are_not_tracked_by_the_garbage_collector(rec: Recorder) -> None:
     import gc
 

@@ -49,7 +49,9 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 
 from . import _safety
 from . import _semconv as sc
+from ._context import TRACE_FLAGS as _TRACE_FLAGS
 from ._otlp_trace import ended
+from ._tracer import _LeanSpan
 
 if TYPE_CHECKING:
     from opentelemetry.sdk._logs import ReadableLogRecord, ReadWriteLogRecord
@@ -786,8 +788,11 @@ class _SdkQueue:
     def put(self, item: Any) -> None:
         """Count ``item`` and enqueue it as the SDK's ``BatchProcessor.emit`` would (spans: four per request)."""
         with self._lock:
-            if self._admitted():
-                processor = self.processor
+            self.produced += 1  # _admitted() written out: this runs for every span
+            processor = self.processor
+            if processor._shutdown:
+                self.refused += 1
+            else:
                 queue = processor._queue
                 if len(queue) < processor._max_export_batch_size - 1:
                     # Far from a full batch: what BatchProcessor.emit does then, without its per-item getpid()
@@ -820,8 +825,9 @@ class AccountedBatchSpanProcessor(BatchSpanProcessor):
         exporter.buffer.attach_queue(sc.SIGNAL_SPANS, self._account)
 
     def on_end(self, span: ReadableSpan) -> None:
-        context = span.context
-        if not (context and context.trace_flags & 1):  # sampled
+        # A lean span's context without the ReadableSpan.context property call (four spans per request).
+        context = span._context if type(span) is _LeanSpan else span.context
+        if not (context and context[_TRACE_FLAGS] & 1):  # sampled
             return
         # What BatchSpanProcessor.on_end does past the sampled check, counted. What is queued is the span's data
         # as a tuple the garbage collector does not track (_otlp_trace.ended): a span kept until its batch is

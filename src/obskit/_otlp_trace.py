@@ -475,14 +475,12 @@ then values (one flat tuple: a tuple holding a dict is never untracked), status 
 _ORIGINS_MAX: Final = 256
 _origins: dict[tuple[int, int], int] = {}
 _origin_objects: list[tuple[Any, Any]] = []
+_scope_origins: dict[int, tuple[int, Any]] = {}  # id(scope) -> (origin number, resource)
 _origins_lock = threading.Lock()
 # The last status object encoded, with its status-and-flags fields (local parent, remote parent): most spans share
 # the SDK's or obskit's one UNSET status. Replaced as one tuple (spans end on any thread).
 _last_status: tuple[Any, tuple[bytes, bytes]] = (None, (b"", b""))
 _KINDS: Final = tuple(sorted(SpanKind, key=lambda kind: kind.value))  # SpanKind by value (0..4)
-# Enum .value is a Python-level descriptor: a dict lookup is several times cheaper, per span end.
-_KIND_VALUES: Final = {kind: kind.value for kind in SpanKind}
-_CODE_VALUES: Final = {code: code.value for code in StatusCode}
 # (status code value, description) -> a Status object, so that rebuilt spans share them (and _last_status hits).
 _STATUSES_MAX: Final = 256
 _statuses: dict[tuple[int, str | None], Status] = {}
@@ -496,11 +494,22 @@ def ended(span: ReadableSpan) -> EndedSpan | None:
     until its batch is exported is promoted through the collector's generations and makes full collections
     frequent (~28 ms each in a model server: the p99 latency of every request they land in). None: a span class
     whose accessors are not plain reads, events, links, a trace state, dropped attributes, or too many origins.
+
+    Runs on the request thread for every span (four per request): the checks are written out, not called, and
+    enum values are read from ``_value_`` (Enum's ``value`` descriptor and its ``__hash__`` are Python calls).
+    A real model server spent ~3 µs per span here before (in-process, benchmarks/README.md).
     """
-    if not _is_fast(type(span)):
+    fast = _fast_classes.get(type(span))
+    if fast is None:
+        fast = _is_fast(type(span))
+    if not fast:
         return None
     plain: Any = span
-    if _holds_items(plain._events) or _holds_items(plain._links):
+    events: Any = plain._events
+    if events is not _NO_ITEMS and (type(events) is not BoundedList or events._dq):  # type: ignore[attr-defined]
+        return None
+    links: Any = plain._links
+    if links is not _NO_ITEMS and (type(links) is not BoundedList or links._dq):  # type: ignore[attr-defined]
         return None
     trace_id, span_id, _, _, trace_state, _ = plain._context
     if trace_state is not DEFAULT_TRACE_STATE and trace_state:
@@ -516,8 +525,10 @@ def ended(span: ReadableSpan) -> EndedSpan | None:
         return None
     resource = plain._resource
     scope = plain._instrumentation_scope
-    number = _origins.get((id(resource), id(scope)))
-    if number is None:
+    known = _scope_origins.get(id(scope))
+    if known is not None and known[1] is resource:
+        number = known[0]
+    else:
         try:
             number = origin(resource, scope)
         except UnsupportedSpanData:
@@ -527,16 +538,16 @@ def ended(span: ReadableSpan) -> EndedSpan | None:
     return (
         number,
         plain._name,
-        _KIND_VALUES[plain._kind],
+        plain._kind._value_,
         trace_id,
         span_id,
         parent[1] if parent else 0,
-        bool(parent and parent[2]),
+        parent[2] if parent else False,
         plain._start_time,
         plain._end_time,
         (*attributes, *attributes.values()),
-        _CODE_VALUES[status.status_code],
-        status.description,
+        status._status_code._value_ if type(status) is Status else status.status_code._value_,
+        status._description if type(status) is Status else status.description,
     )
 
 
@@ -570,6 +581,8 @@ def origin(resource: Any, scope: Any) -> int:
                 raise UnsupportedSpanData("too many resources and scopes")
             number = _origins[key] = len(_origin_objects)
             _origin_objects.append((resource, scope))
+            # The latest resource per scope: ended()'s lookup without building (and hashing) the pair.
+            _scope_origins[key[1]] = (number, resource)
         return number
 
 

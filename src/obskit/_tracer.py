@@ -291,7 +291,7 @@ class LeanTracer(Tracer):
         parent: Any = (context if context is not None else current_context()).get(_SPAN_KEY, _INVALID_SPAN)
         parent = None if parent is _INVALID_SPAN else parent.get_span_context()
         trace_state: Any
-        result: Any
+        result: Any = None  # the sampler's answer, when it was asked
         if parent is not None and parent[IS_VALID] and self._child_sampling:
             # What the sampler would decide, without the call: its SamplingResult keeps the attributes and the
             # parent's trace state.
@@ -343,7 +343,7 @@ class LeanTracer(Tracer):
         if not span_id:
             span_id = self.id_generator.generate_span_id()
         span_context = _new_context(SpanContext, (trace_id, span_id, False, trace_flags, trace_state, True))
-        if not trace_flags & 1:
+        if not trace_flags & 1 and result is None:  # a sampler's RECORD_ONLY records an unsampled span
             return trace_api.NonRecordingSpan(span_context)
         limits = self._span_limits
         span: Any = _new_object(_LeanSpan)  # the SDK Span's __new__ only refuses its own class
