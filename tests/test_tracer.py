@@ -139,9 +139,25 @@ def test_limits_and_invalid_values_take_the_sdk_path() -> None:
     assert lean[3]["dropped_attributes"] == 4
 
 
+class _RecordOnly(sampling.Sampler):
+    """Records every span for the processors, samples none (the SDK's Decision.RECORD_ONLY), adds trace state."""
+
+    def should_sample(self, parent_context: Any, trace_id: int, name: str, *args: Any, **kwargs: Any) -> Any:
+        return sampling.SamplingResult(
+            sampling.Decision.RECORD_ONLY, {"decided": "record only"}, TraceState([("ro", "1")])
+        )
+
+    def get_description(self) -> str:
+        return "RecordOnly"
+
+
 @pytest.mark.parametrize(
     ("sampler", "parent", "recording"),
     [
+        (_RecordOnly(), None, True),  # recorded, not sampled: a span the processors see, never exported
+        (_RecordOnly(), REMOTE_SAMPLED, True),
+        (sampling.ParentBased(_RecordOnly()), None, True),
+        (sampling.ParentBased(sampling.ALWAYS_ON, remote_parent_sampled=_RecordOnly()), REMOTE_SAMPLED, True),
         (sampling.DEFAULT_ON, REMOTE_SAMPLED, True),
         (sampling.DEFAULT_ON, REMOTE_UNSAMPLED, False),
         (sampling.ALWAYS_ON, REMOTE_UNSAMPLED, True),
@@ -170,13 +186,13 @@ def test_sampling_decisions_are_the_samplers(
         child = provider.get_tracer("t").start_span("c", context=trace.set_span_in_context(span))
         decisions.append(
             (span.is_recording(), int(span.get_span_context().trace_flags), child.is_recording(),
-             dict(child.get_span_context().trace_state))
+             dict(child.get_span_context().trace_state), dict(getattr(span, "attributes", None) or {}))
         )  # fmt: skip
         child.end()
         span.end()
     assert decisions[0] == decisions[1]
     assert decisions[1][0] is recording
-    if parent is not None:
+    if parent is not None and "RecordOnly" not in sampler.get_description():  # _RecordOnly sets its own state
         assert decisions[1][3] == dict(parent.trace_state)
 
 
