@@ -788,11 +788,8 @@ class _SdkQueue:
     def put(self, item: Any) -> None:
         """Count ``item`` and enqueue it as the SDK's ``BatchProcessor.emit`` would (spans: four per request)."""
         with self._lock:
-            self.produced += 1  # _admitted() written out: this runs for every span
-            processor = self.processor
-            if processor._shutdown:
-                self.refused += 1
-            else:
+            if self._admitted():
+                processor = self.processor
                 queue = processor._queue
                 if len(queue) < processor._max_export_batch_size - 1:
                     # Far from a full batch: what BatchProcessor.emit does then, without its per-item getpid()

@@ -495,8 +495,9 @@ def ended(span: ReadableSpan) -> EndedSpan | None:
     frequent (~28 ms each in a model server: the p99 latency of every request they land in). None: a span class
     whose accessors are not plain reads, events, links, a trace state, dropped attributes, or too many origins.
 
-    Runs on the request thread for every span (four per request): the checks are written out, not called, and
-    enum values are read from ``_value_`` (Enum's ``value`` descriptor and its ``__hash__`` are Python calls).
+    Runs on the request thread for every span (four per request): the common answers are read without calls
+    (lean spans share one empty events/links tuple), and enum values from ``_value_`` (Enum's ``value``
+    descriptor and its ``__hash__`` are Python calls).
     A real model server spent ~3 µs per span here before (in-process, benchmarks/README.md).
     """
     fast = _fast_classes.get(type(span))
@@ -505,11 +506,8 @@ def ended(span: ReadableSpan) -> EndedSpan | None:
     if not fast:
         return None
     plain: Any = span
-    events: Any = plain._events
-    if events is not _NO_ITEMS and (type(events) is not BoundedList or events._dq):  # type: ignore[attr-defined]
-        return None
-    links: Any = plain._links
-    if links is not _NO_ITEMS and (type(links) is not BoundedList or links._dq):  # type: ignore[attr-defined]
+    events, links = plain._events, plain._links
+    if (events is not _NO_ITEMS and _holds_items(events)) or (links is not _NO_ITEMS and _holds_items(links)):
         return None
     trace_id, span_id, _, _, trace_state, _ = plain._context
     if trace_state is not DEFAULT_TRACE_STATE and trace_state:
@@ -535,6 +533,10 @@ def ended(span: ReadableSpan) -> EndedSpan | None:
             return None
     parent = plain._parent
     status = plain._status
+    if type(status) is Status:
+        code, description = status._status_code, status._description
+    else:
+        code, description = status.status_code, status.description
     return (
         number,
         plain._name,
@@ -546,8 +548,8 @@ def ended(span: ReadableSpan) -> EndedSpan | None:
         plain._start_time,
         plain._end_time,
         (*attributes, *attributes.values()),
-        status._status_code._value_ if type(status) is Status else status.status_code._value_,
-        status._description if type(status) is Status else status.description,
+        code._value_,
+        description,
     )
 
 
