@@ -66,7 +66,9 @@ class Series:
         """Add one measurement; with a sampled span's ids it becomes its bucket's exemplar."""
         # Explicit buckets are upper-inclusive: bucket i holds (bounds[i-1], bounds[i]].
         index = bisect_left(self._bounds, value)
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # not "with": on CPython 3.11 the with statement costs 0.2 µs here, acquire/release 0.09
+        try:
             self._counts[index] += 1
             self._sum += value
             if value < self._min:
@@ -75,6 +77,8 @@ class Series:
                 self._max = value
             if trace_id:  # a plain tuple here: a frozen dataclass costs ~0.6 µs to build, per traced record
                 self._exemplars[index] = (value, time_ns(), trace_id, span_id)
+        finally:
+            lock.release()
 
     def snapshot(self) -> SeriesSnapshot | None:
         with self._lock:
@@ -177,8 +181,12 @@ class UpDownCell:
         self._lock = lock
 
     def add(self, amount: float) -> None:
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # not "with": see Series.record (twice per HTTP request)
+        try:
             self._entry[0] += amount
+        finally:
+            lock.release()
 
 
 class Registry:

@@ -105,7 +105,12 @@ def _attributes(attributes: types.Attributes, limits: Any) -> BoundedAttributes:
                     _clean_views.clear()
                 _clean_views[id(attributes)] = attributes
     store = BoundedAttributes.__new__(BoundedAttributes)
-    store._dict = dict(attributes) if attributes else {}
+    if not attributes:
+        store._dict = {}
+    elif type(attributes) is MappingProxyType and type(copied := attributes.copy()) is dict:
+        store._dict = copied  # dict(view) goes through the generic mapping protocol: 0.49 µs against 0.06 µs
+    else:
+        store._dict = dict(attributes)
     store.maxlen = maxlen
     store.dropped = 0
     store.max_value_len = None
@@ -207,12 +212,16 @@ class _LeanSpan(SdkSpan):
         _logger.warning("Tried calling %s on an ended span.", "update_name")
 
     def end(self, end_time: int | None = None) -> None:
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # not "with": on CPython 3.11 the with statement costs 0.2 µs here, acquire/release 0.09
+        try:
             if self._end_time is not None:
                 _logger.warning("Calling end() on an ended span.")
                 return
             self._end_time = end_time if end_time is not None else time_ns()
             self._attributes._immutable = True  # type: ignore[union-attr]
+        finally:
+            lock.release()
         processor = self._span_processor
         if type(processor) is GuardedSpanProcessors:
             processor.end(self)  # both hooks in one call
