@@ -679,6 +679,41 @@ def test_set_batch_size_applies_to_the_innermost_call(telemetry: Telemetry) -> N
     assert "model.batch_size" not in by_name["inference fraud-xgb"]
 
 
+def test_set_batch_size_picks_the_innermost_of_mixed_calls(telemetry: Telemetry) -> None:
+    """Plain, streaming and async stages inside each other: set_batch_size() lands on the innermost running call.
+
+    A plain function's call is found on the stack, an async or streaming one through the context: the two must
+    agree on which call is innermost, also from a helper one frame below the decorated function.
+    """
+
+    @stage("stream", model="m", version="3")
+    def chunks(rows: list[int]) -> Iterator[int]:
+        set_batch_size(len(rows))  # a step of the stream, run inside the plain call below
+        yield from rows
+
+    def helper(n: int) -> None:
+        set_batch_size(n)
+
+    @stage("plain", model="m", version="3")
+    def plain(rows: list[int]) -> list[int]:
+        out = list(chunks(rows))
+        helper(len(out) + 10)  # after the stream's steps: this call again
+        return out
+
+    @stage("async", model="m", version="3")
+    async def outer(rows: list[int]) -> int:
+        set_batch_size(len(rows) + 20)
+        plain(rows)  # its set_batch_size() calls are its own and its stream's, not this call's
+        return 0
+
+    asyncio.run(outer([1, 2]))
+    by_name = {s.name: dict(s.attributes or {}) for s in telemetry.spans()}
+    assert by_name["stream m"]["model.batch_size"] == 2
+    assert by_name["plain m"]["model.batch_size"] == 12
+    assert by_name["async m"]["model.batch_size"] == 22
+    assert telemetry.point(_semconv.MODEL_BATCH_SIZE, **attrs("plain", "m")).sum == 12
+
+
 def test_set_batch_size_in_streams_async_and_threads(telemetry: Telemetry) -> None:
     """set_batch_size() works from a generator, an async function and a thread started with asyncio.to_thread."""
 
