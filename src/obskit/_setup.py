@@ -31,6 +31,7 @@ from . import (
     _resource,
     _safety,
     _stages,
+    _stagespan,
     _tracer,
 )
 from . import _semconv as sc
@@ -400,6 +401,7 @@ def _build(settings: Settings, arguments: Mapping[str, Any], capture: Any = None
         traces_enabled=traces_on,
         label_filter=lambda instrument, attributes: guard.filter(instrument, attributes),  # type: ignore[arg-type,return-value]
         registry=stage_metrics,
+        stage_spans=_stagespan.stage_spans,
     )
     _guard.install(guarded)
     _logging.install_record_factory()

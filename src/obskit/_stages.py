@@ -20,7 +20,7 @@ from collections.abc import AsyncGenerator, Callable, Generator, Iterator, Mappi
 from contextvars import ContextVar, Token
 from time import perf_counter_ns, time_ns
 from types import CodeType, MappingProxyType
-from typing import Any, Final, ParamSpec, TypeVar, cast, overload
+from typing import Any, Final, ParamSpec, Protocol, TypeVar, cast, overload
 
 import wrapt
 from opentelemetry.context import Context
@@ -36,6 +36,16 @@ __all__ = ["bind", "current_registry", "inference", "postprocess", "preprocess",
 P = ParamSpec("P")
 R = TypeVar("R")
 LabelFilter = Callable[[str, Mapping[str, str]], Mapping[str, str]]
+
+
+class StageSpans(Protocol):
+    """A site's spans made without the tracer's ``start_span`` (see ``_stagespan``)."""
+
+    def start(self) -> Span | None:
+        """A span started now as a child of the current span, or None: then ``start_span`` it is."""
+
+
+StageSpansFactory = Callable[[Tracer, str, Mapping[str, Any]], "StageSpans | None"]
 BatchSize = int | Callable[..., int]
 """A fixed batch size, or a callable over the call's arguments returning it."""
 
@@ -56,6 +66,7 @@ class _Binding:
         "model_version",
         "registry",
         "resolved",
+        "stage_spans",
         "tracer",
         "ttfo",
     )
@@ -68,8 +79,10 @@ class _Binding:
         model_version: str | None,
         label_filter: LabelFilter | None,
         registry: _aggregate.Registry | None,
+        stage_spans: StageSpansFactory | None = None,
     ) -> None:
         self.tracer = tracer
+        self.stage_spans = stage_spans if tracer is not None else None
         self.model_name = model_name or None
         self.model_version = model_version or None
         self.label_filter = label_filter
@@ -149,6 +162,7 @@ def bind(
     traces_enabled: bool = True,
     label_filter: LabelFilter | None = None,
     registry: _aggregate.Registry | None = None,
+    stage_spans: StageSpansFactory | None = None,
 ) -> None:
     """Route decorated calls to ``tracer``/``meter`` (called by ``obskit.init()``).
 
@@ -156,9 +170,12 @@ def bind(
     (``OBSKIT_MODEL_NAME``/``OBSKIT_MODEL_VERSION``). With ``traces_enabled=False`` no span is created.
     The stage histograms live in ``registry`` (a new one if not given; see :func:`current_registry`);
     ``label_filter`` (the cardinality guard) is applied to each site's attributes when its series is created.
+    ``stage_spans(tracer, span_name, attributes)`` (obskit's SDK setup) may give a site cheaper spans.
     """
     global _binding
-    _binding = _Binding(tracer if traces_enabled else None, meter, model_name, model_version, label_filter, registry)
+    _binding = _Binding(
+        tracer if traces_enabled else None, meter, model_name, model_version, label_filter, registry, stage_spans
+    )
 
 
 def current_registry() -> _aggregate.Registry | None:
@@ -185,6 +202,7 @@ class _Resolved:
         "error_series",
         "span_attrs",
         "span_name",
+        "stage_spans",
         "started",
         "ttfo_series",
     )
@@ -209,6 +227,12 @@ class _Resolved:
             self.attrs if static is None else MappingProxyType({**attrs, _semconv.ATTR_MODEL_BATCH_SIZE: static})
         )
         self.span_name = f"{site.stage} {name}"
+        self.stage_spans: StageSpans | None = None
+        if binding.stage_spans is not None and binding.tracer is not None:
+            try:
+                self.stage_spans = binding.stage_spans(binding.tracer, self.span_name, self.span_attrs)
+            except Exception as exc:
+                _internal_error("stage spans", exc)
         self.duration_series = binding.series(binding.duration, attrs)
         self.batch_series = binding.series(binding.batch_size, attrs)
         self.ttfo_series = binding.series(binding.ttfo, attrs)
@@ -329,9 +353,13 @@ def _open(
         if tracer is None:
             call.ctx = parent
         else:
-            span = call.span = tracer.start_span(
-                resolved.span_name, parent, _INTERNAL, resolved.span_attrs, start_time=start_time
-            )
+            fast = resolved.stage_spans if parent is None and start_time is None else None
+            span = fast.start() if fast is not None else None
+            if span is None:
+                span = tracer.start_span(
+                    resolved.span_name, parent, _INTERNAL, resolved.span_attrs, start_time=start_time
+                )
+            call.span = span
             call.ctx = with_span(span, parent)
         next(resolved.started)
         call.t0 = perf_counter_ns() if t0 is None else t0
@@ -449,7 +477,11 @@ def _sync_runner(site: _Site) -> _Runner:
         ctx_token = None
         if tracer is not None:
             try:
-                span = call.span = tracer.start_span(resolved.span_name, None, _INTERNAL, resolved.span_attrs)
+                fast = resolved.stage_spans
+                span = fast.start() if fast is not None else None
+                if span is None:
+                    span = tracer.start_span(resolved.span_name, None, _INTERNAL, resolved.span_attrs)
+                call.span = span
                 # attach_context(with_span(span)), a call shallower
                 ctx_token = attach_context(Context({**current_context(), _SPAN_KEY: span}))
             except Exception as exc:

@@ -354,6 +354,26 @@ class LeanTracer(Tracer):
         span_context = _new_context(SpanContext, (trace_id, span_id, False, trace_flags, trace_state, True))
         if not trace_flags & 1 and result is None:  # a sampler's RECORD_ONLY records an unsampled span
             return trace_api.NonRecordingSpan(span_context)
+        span = self._lean_span(name, span_context, parent, kind, span_attributes, start_time)
+        if not record_exception:
+            span._record_exception = False
+        if not set_status_on_exception:
+            span._set_status_on_exception = False
+        processor = self.span_processor
+        if type(processor) is not GuardedSpanProcessors or processor._starting:  # no call when no one listens
+            processor.on_start(span, parent_context=context)
+        return span
+
+    def _lean_span(
+        self,
+        name: str,
+        span_context: SpanContext,
+        parent: SpanContext | None,
+        kind: SpanKind,
+        attributes: types.Attributes,
+        start_time: int | None,
+    ) -> _LeanSpan:
+        """A started span of this tracer (processors not told: the caller does that)."""
         limits = self._span_limits
         span: Any = _new_object(_LeanSpan)  # the SDK Span's __new__ only refuses its own class
         span._name = name
@@ -362,22 +382,15 @@ class LeanTracer(Tracer):
         span._instrumentation_info = self.instrumentation_info
         span._instrumentation_scope = self._instrumentation_scope
         span._parent = parent
-        span._attributes = _attributes(span_attributes, limits)
+        span._attributes = _attributes(attributes, limits)
         span._resource = self.resource
         span._sampler = self.sampler
-        if not record_exception:
-            span._record_exception = False
-        if not set_status_on_exception:
-            span._set_status_on_exception = False
         span._span_processor = self.span_processor
         span._limits = limits
         span._lock = threading.Lock()
         span._start_time = start_time if start_time is not None else time_ns()
-        processor = self.span_processor
-        if type(processor) is not GuardedSpanProcessors or processor._starting:  # no call when no one listens
-            processor.on_start(span, parent_context=context)
-        span_out: trace_api.Span = span
-        return span_out
+        lean: _LeanSpan = span
+        return lean
 
 
 class LeanTracerProvider(TracerProvider):
@@ -410,6 +423,9 @@ class GuardedSpanProcessors(SynchronousMultiSpanProcessor):
         self._starting: tuple[SpanProcessor, ...] = ()
         self._ending: tuple[SpanProcessor, ...] = ()
         self._ended: tuple[SpanProcessor, ...] = ()
+        # The queue of obskit's batch processor when it and obskit's redaction are the only processors with a
+        # hook: then a span may be queued without the hooks (_stagespan). None otherwise.
+        self.own_queue: Any = None
 
     def add_span_processor(self, span_processor: SpanProcessor) -> None:
         super().add_span_processor(span_processor)  # takes the lock, sets the tuple of processors
@@ -421,6 +437,7 @@ class GuardedSpanProcessors(SynchronousMultiSpanProcessor):
             self._starting = starting if any(not _is_redaction(p) for p in starting) else ()
             self._ending = tuple(p for p in processors if _implements(p, "_on_ending"))
             self._ended = tuple(p for p in processors if _implements(p, "on_end"))
+            self.own_queue = _own_queue(self._starting, self._ending, self._ended)
 
     def on_start(self, span: Any, parent_context: Context | None = None) -> None:
         for processor in self._starting:
@@ -447,6 +464,18 @@ class GuardedSpanProcessors(SynchronousMultiSpanProcessor):
                 processor.on_end(span)
             except Exception:
                 _failed(processor)
+
+
+def _own_queue(
+    starting: tuple[SpanProcessor, ...], ending: tuple[SpanProcessor, ...], ended: tuple[SpanProcessor, ...]
+) -> Any:
+    """The accounted queue of obskit's batch processor, if nothing else would see a span start or end."""
+    from ._buffer import AccountedBatchSpanProcessor
+
+    if starting or not all(_is_redaction(p) for p in ending) or len(ended) != 1:
+        return None
+    processor = ended[0]
+    return processor._account if type(processor) is AccountedBatchSpanProcessor else None
 
 
 def _each(processors: tuple[SpanProcessor, ...], hook: str, span: Any) -> None:

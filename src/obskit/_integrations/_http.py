@@ -273,6 +273,12 @@ def _may_need_scrub(keys: tuple[str, ...]) -> bool:
     return known
 
 
+def may_need_scrub(keys: tuple[str, ...]) -> bool:
+    """Whether a span with these attribute keys may hold a URL or a header value to redact."""
+    known = _needs_scrub.get(keys)
+    return _may_need_scrub(keys) if known is None else known
+
+
 def _scrub(span: Any, keep_query: bool) -> None:
     attributes = getattr(span, "_attributes", None)
     if attributes is None:

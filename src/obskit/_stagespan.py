@@ -1,0 +1,230 @@
+"""Stage spans queued as their export data, without the SDK's span object, when only obskit's pipeline sees them.
+
+A traced stage call cost ~6 µs more than a metrics-only one (bench_stage.py), most of it the SDK ``Span``'s life:
+its construction (an attribute store, a dict copy, two locks, a dozen fields), then at ``end()`` the processor
+hooks, the redaction check and ``_otlp_trace.ended()`` turning the span back into the tuple that is queued. Yet a
+stage's span differs from call to call only in its ids, its times and a batch size: everything else is known once
+per decorated function.
+
+So when the tracer is obskit's lean tracer and the provider's only processors are obskit's redaction and its
+accounted batch processor (nothing else can observe a span start or end), a stage span is a small object holding
+ids and times, and ``end()`` queues the very tuple ``ended()`` would have built (the encoder cannot tell them
+apart; tests/test_stagespan.py compares the two paths on the wire). Any other use of the span (an attribute other
+than the batch size, an event, a status, a name change, reading it as an SDK span) first turns it into the SDK
+span it stands for, with the same ids, times and attributes, and from then on everything goes through the SDK's
+path. Not a subclass of the SDK's ``Span``: ``isinstance(span, opentelemetry.sdk.trace.Span)`` is False for a
+stage span (the API's ``Span`` it is).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Mapping
+from time import time_ns
+from typing import Any, Final
+
+from opentelemetry import trace as trace_api
+from opentelemetry.trace import DEFAULT_TRACE_STATE, SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation import _SPAN_KEY
+from opentelemetry.util import types
+
+from . import _otlp_trace, _semconv
+from ._context import IS_VALID, TRACE_FLAGS, TRACE_ID, TRACE_STATE, current_context
+from ._tracer import _SAMPLED, _SAMPLED_RANDOM, GuardedSpanProcessors, LeanTracer, _LeanSpan, _plain
+
+_logger = logging.getLogger("opentelemetry.sdk.trace")  # the SDK's own logger, for the SDK's own warnings
+
+_getrandbits = random.getrandbits
+_new_context = tuple.__new__
+_new_object = object.__new__
+_INTERNAL: Final = SpanKind.INTERNAL
+_INTERNAL_VALUE: Final = SpanKind.INTERNAL.value
+_UNSET_VALUE: Final = StatusCode.UNSET.value
+_BATCH: Final = _semconv.ATTR_MODEL_BATCH_SIZE
+# Turning a stage span into an SDK span happens at most once per span, and seldom: one lock for all of them.
+_sdk_span_lock = threading.Lock()
+
+
+class StageSpans:
+    """The spans of one decorated function under one tracer: what they share, computed once."""
+
+    __slots__ = ("_flat", "_keys_and_batch", "_origin", "_processor", "_values", "attributes", "name", "tracer")
+
+    def __init__(self, tracer: LeanTracer, name: str, attributes: Mapping[str, Any], origin: int) -> None:
+        self.tracer = tracer
+        self.name = name
+        self.attributes = attributes
+        self._processor: GuardedSpanProcessors = tracer.span_processor  # type: ignore[assignment]
+        self._origin = origin
+        keys = tuple(attributes)
+        self._flat = (*keys, *attributes.values())
+        # With a batch size set during the call (SDK order: a key set again moves last; here it is last already).
+        others = tuple(key for key in keys if key != _BATCH)
+        self._keys_and_batch = (*others, _BATCH)
+        self._values = tuple(attributes[key] for key in others)
+
+    def start(self) -> trace_api.Span | None:
+        """A started span, child of the current span; None when only the SDK's path will do."""
+        queue = self._processor.own_queue
+        if queue is None:
+            return None
+        parent: Any = current_context().get(_SPAN_KEY)
+        if parent is None:
+            return None  # a root span: the sampler decides
+        parent_context = parent.get_span_context()
+        flags = parent_context[TRACE_FLAGS]
+        trace_state = parent_context[TRACE_STATE]
+        span_id = _getrandbits(64)
+        if (
+            not flags & 1  # an unsampled parent: the SDK's path (a non-recording span, or the sampler's choice)
+            or not parent_context[IS_VALID]
+            or (trace_state is not DEFAULT_TRACE_STATE and trace_state)  # queued as span objects (ended())
+            or not span_id  # the invalid id: the id generator draws again
+        ):
+            return None
+        span: Any = _new_object(StageSpan)
+        span._spans = self
+        span._queue = queue
+        span._context = _new_context(
+            SpanContext,
+            (parent_context[TRACE_ID], span_id, False, _SAMPLED_RANDOM if flags & 2 else _SAMPLED, trace_state, True),
+        )
+        span._parent = parent_context
+        span._batch = None
+        span._end_time = None
+        span._sdk_span = None
+        span._start_time = time_ns()
+        return span  # type: ignore[no-any-return]
+
+    def item(self, span: StageSpan, end_time: int) -> _otlp_trace.EndedSpan:
+        """What ``_otlp_trace.ended()`` makes of the SDK span this stage span stands for."""
+        context, parent, batch = span._context, span._parent, span._batch
+        return (
+            self._origin,
+            self.name,
+            _INTERNAL_VALUE,
+            context[TRACE_ID],
+            context[1],
+            parent[1],
+            parent[2],
+            span._start_time,
+            end_time,
+            self._flat if batch is None else (*self._keys_and_batch, *self._values, batch),
+            _UNSET_VALUE,
+            None,
+        )
+
+
+def stage_spans(tracer: object, name: str, attributes: Mapping[str, Any]) -> StageSpans | None:
+    """The cheaper spans of a stage, when ``tracer`` and its provider allow them (see the module docstring)."""
+    from ._integrations._http import may_need_scrub
+
+    if type(tracer) is not LeanTracer or not tracer._lean or not tracer._random_ids or not tracer._child_sampling:
+        return None
+    if type(tracer.span_processor) is not GuardedSpanProcessors:
+        return None
+    limits = tracer._span_limits
+    if limits.max_span_attribute_length is not None or not _plain(attributes) or may_need_scrub(tuple(attributes)):
+        return None
+    if limits.max_span_attributes is not None and limits.max_span_attributes <= len(attributes):
+        return None  # with a batch size, one more: keep the SDK's limit handling
+    try:
+        origin = _otlp_trace.origin(tracer.resource, tracer._instrumentation_scope)
+    except _otlp_trace.UnsupportedSpanData:
+        return None
+    return StageSpans(tracer, name, attributes, origin)
+
+
+class StageSpan(trace_api.Span):
+    """One stage call's span (see the module docstring)."""
+
+    __slots__ = ("_batch", "_context", "_end_time", "_parent", "_queue", "_sdk_span", "_spans", "_start_time")
+
+    _spans: StageSpans
+    _queue: Any  # _buffer._SdkQueue
+    _context: SpanContext
+    _parent: SpanContext
+    _batch: int | None
+    _start_time: int
+    _end_time: int | None
+    _sdk_span: _LeanSpan | None
+
+    def get_span_context(self) -> SpanContext:
+        return self._context
+
+    def is_recording(self) -> bool:
+        sdk_span = self._sdk_span
+        return self._end_time is None if sdk_span is None else sdk_span.is_recording()
+
+    def end(self, end_time: int | None = None) -> None:
+        sdk_span = self._sdk_span
+        if sdk_span is not None:
+            sdk_span.end(end_time)
+            return
+        # The stage wrapper ends its span once; an application ending it from two threads at once could queue it
+        # twice (the SDK's span takes a lock here: 0.1 µs on every span for a misuse).
+        if self._end_time is not None:
+            _logger.warning("Calling end() on an ended span.")
+            return
+        self._end_time = end = end_time if end_time is not None else time_ns()
+        self._queue.put(self._spans.item(self, end))
+
+    def set_attribute(self, key: str, value: types.AnyValue) -> None:
+        if self._sdk_span is None and key == _BATCH and type(value) is int and self._end_time is None:
+            self._batch = value  # the stage wrapper's own attribute, set as it ends the call
+            return
+        self.sdk_span().set_attribute(key, value)
+
+    def set_attributes(self, attributes: Mapping[str, types.AnyValue]) -> None:
+        self.sdk_span().set_attributes(attributes)
+
+    def add_event(self, name: str, attributes: types.Attributes = None, timestamp: int | None = None) -> None:
+        self.sdk_span().add_event(name, attributes, timestamp)
+
+    def add_link(self, context: SpanContext, attributes: types.Attributes = None) -> None:
+        self.sdk_span().add_link(context, attributes)
+
+    def update_name(self, name: str) -> None:
+        self.sdk_span().update_name(name)
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        self.sdk_span().set_status(status, description)
+
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: types.Attributes = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
+        self.sdk_span().record_exception(exception, attributes, timestamp, escaped)
+
+    def __getattr__(self, name: str) -> Any:
+        # Anything else (name, attributes, events, to_json(), ...): the SDK span's.
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.sdk_span(), name)
+
+    def sdk_span(self) -> _LeanSpan:
+        """The SDK span this stage span stands for, made on first use; every later call goes to it."""
+        sdk_span = self._sdk_span
+        if sdk_span is not None:
+            return sdk_span
+        with _sdk_span_lock:
+            if self._sdk_span is None:
+                spans = self._spans
+                made = spans.tracer._lean_span(
+                    spans.name, self._context, self._parent, _INTERNAL, spans.attributes, self._start_time
+                )
+                if self._batch is not None:
+                    made.set_attribute(_BATCH, self._batch)
+                if self._end_time is not None:  # already queued: the SDK span is an ended one, never queued again
+                    made._end_time = self._end_time
+                    made._attributes._immutable = True  # type: ignore[union-attr]
+                self._sdk_span = made
+            return self._sdk_span
+
+    def __repr__(self) -> str:
+        return f"StageSpan({self._spans.name!r}, {self._context!r})"
