@@ -1,0 +1,162 @@
+"""Stage spans made by _stagespan reach the collector exactly as the SDK span path would send them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import SpanProcessor
+
+import obskit
+from obskit import _stagespan
+from obskit.testing import OtlpReceiver
+
+SIGNAL_SPANS = "spans"
+
+
+def _init(rx: OtlpReceiver) -> obskit.Handle:
+    return obskit.init(endpoint=rx.grpc_endpoint, protocol="grpc", service_name="stagespan-test", system_metrics=False)
+
+
+def _scenario(seen: list[type]) -> None:
+    """Stage calls of every kind the fast path serves or hands to the SDK span, under one parent span."""
+
+    @obskit.preprocess(model="m", version="1", batch_size=len)
+    def featurize(rows: list[int]) -> list[int]:
+        seen.append(type(trace.get_current_span()))
+        return rows
+
+    @obskit.inference(model="m", version="1")
+    def infer(rows: list[int]) -> int:
+        obskit.set_batch_size(len(rows) + 1)
+        return len(rows)
+
+    @obskit.postprocess(model="m", version="1")
+    def annotate(rows: list[int]) -> int:
+        span = trace.get_current_span()
+        span.set_attribute("app.note", "kept")
+        span.add_event("checked", {"n": len(rows)})
+        return 0
+
+    @obskit.stage("validate", model="m", version="1")
+    def validate(rows: list[int]) -> None:
+        raise ValueError("bad rows")
+
+    tracer = trace.get_tracer("test")
+    with tracer.start_as_current_span("request"):
+        rows = featurize([1, 2, 3])
+        infer(rows)
+        annotate(rows)
+        with pytest.raises(ValueError, match="bad rows"):
+            validate(rows)
+
+
+def _received(rx: OtlpReceiver) -> list[dict[str, Any]]:
+    spans = rx.wait_for_spans(5, timeout=10)
+    by_id = {s.span_id: s for s in spans}
+    out = []
+    for s in sorted(spans, key=lambda s: s.name):
+        parent = by_id.get(s.parent_span_id)
+        out.append(
+            {
+                "name": s.name,
+                "kind": s.kind,
+                "status": (s.status_code, s.status_message),
+                "attributes": list(s.attributes.items()),  # in order
+                "events": [name for name, _ in s.events],
+                "resource": s.resource,
+                "scope": s.scope,
+                "parent": parent.name if parent else None,
+                "same_trace": parent is None or parent.trace_id == s.trace_id,
+                "ordered_times": s.start_time_ns <= s.end_time_ns,
+            }
+        )
+    return out
+
+
+def test_fast_stage_spans_match_the_sdk_path_on_the_wire(
+    receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same calls with stage spans on and off: identical spans at the receiver, and every span accounted."""
+    handle = _init(receiver)
+    seen: list[type] = []
+    _scenario(seen)
+    assert handle.force_flush(timeout=10)
+    fast = _received(receiver)
+    stats = handle.telemetry_stats()[SIGNAL_SPANS]
+    assert stats.produced == stats.exported == 5
+    assert stats.balanced
+    assert seen == [_stagespan.StageSpan]  # the fast path was taken
+
+    obskit.shutdown()
+    from obskit import testing
+
+    testing._reset()
+    receiver.clear()
+    monkeypatch.setattr(_stagespan.StageSpans, "start", lambda self: None)
+    handle = _init(receiver)
+    seen.clear()
+    _scenario(seen)
+    assert handle.force_flush(timeout=10)
+    assert seen
+    assert seen[0] is not _stagespan.StageSpan
+    sdk = _received(receiver)
+    assert fast == sdk
+    by_name = {s["name"]: s for s in fast}
+    assert dict(by_name["preprocess m"]["attributes"])["model.batch_size"] == 3
+    assert dict(by_name["inference m"]["attributes"])["model.batch_size"] == 4
+    assert by_name["postprocess m"]["events"] == ["checked"]
+    assert by_name["validate m"]["status"][0].endswith("ERROR")
+    assert all(s["parent"] == "request" for s in fast if s["name"] != "request")
+
+
+def test_another_processor_gets_sdk_spans(receiver: OtlpReceiver) -> None:
+    """A processor the application adds sees every stage span start and end: the fast path steps aside."""
+    _init(receiver)
+
+    class Seen(SpanProcessor):
+        def __init__(self) -> None:
+            self.started: list[str] = []
+            self.ended: list[str] = []
+
+        def on_start(self, span: Any, parent_context: Any = None) -> None:
+            self.started.append(span.name)
+
+        def on_end(self, span: Any) -> None:
+            self.ended.append(span.name)
+
+    seen_processor = Seen()
+    trace.get_tracer_provider().add_span_processor(seen_processor)  # type: ignore[attr-defined]
+    seen: list[type] = []
+    _scenario(seen)
+    assert seen
+    assert seen[0] is not _stagespan.StageSpan
+    assert sorted(seen_processor.ended) == sorted(
+        ["preprocess m", "inference m", "postprocess m", "validate m", "request"]
+    )
+    assert seen_processor.started.count("preprocess m") == 1
+
+
+def test_a_stage_span_read_as_an_sdk_span(receiver: OtlpReceiver) -> None:
+    """Reading a stage span's SDK fields works (it becomes the SDK span), before and after it ends."""
+    _init(receiver)
+    kept: list[Any] = []
+
+    @obskit.inference(model="m", version="1")
+    def infer() -> None:
+        span = trace.get_current_span()
+        assert isinstance(span, _stagespan.StageSpan)
+        kept.append(span)
+        assert span.name == "inference m"  # type: ignore[attr-defined]
+        assert span.is_recording()
+
+    with trace.get_tracer("test").start_as_current_span("request"):
+        infer()
+    span = kept[0]
+    assert not span.is_recording()
+    assert dict(span.attributes)["model.stage"] == "inference"
+    span.end()  # a second end: ignored (the SDK logs it), not queued twice
+    assert obskit.force_flush(timeout=10)
+    receiver.wait_for_spans(2, timeout=10)
+    assert [s.name for s in receiver.spans()].count("inference m") == 1
