@@ -82,7 +82,7 @@ class _Binding:
         stage_spans: StageSpansFactory | None = None,
     ) -> None:
         self.tracer = tracer
-        self.stage_spans = stage_spans if tracer is not None else None
+        self.stage_spans = stage_spans
         self.model_name = model_name or None
         self.model_version = model_version or None
         self.label_filter = label_filter

@@ -31,7 +31,7 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.util import types
 
 from . import _otlp_trace, _semconv
-from ._context import IS_VALID, TRACE_FLAGS, TRACE_ID, TRACE_STATE, current_context
+from ._context import IS_VALID, SPAN_ID, TRACE_FLAGS, TRACE_ID, TRACE_STATE, current_context
 from ._tracer import _SAMPLED, _SAMPLED_RANDOM, GuardedSpanProcessors, LeanTracer, _LeanSpan, _plain
 
 _logger = logging.getLogger("opentelemetry.sdk.trace")  # the SDK's own logger, for the SDK's own warnings
@@ -76,14 +76,15 @@ class StageSpans:
         parent_context = parent.get_span_context()
         flags = parent_context[TRACE_FLAGS]
         trace_state = parent_context[TRACE_STATE]
-        span_id = _getrandbits(64)
         if (
             not flags & 1  # an unsampled parent: the SDK's path (a non-recording span, or the sampler's choice)
             or not parent_context[IS_VALID]
             or (trace_state is not DEFAULT_TRACE_STATE and trace_state)  # queued as span objects (ended())
-            or not span_id  # the invalid id: the id generator draws again
         ):
             return None
+        span_id = _getrandbits(64)
+        if not span_id:
+            return None  # the invalid id: the id generator draws again
         span: Any = _new_object(StageSpan)
         span._spans = self
         span._queue = queue
@@ -106,8 +107,8 @@ class StageSpans:
             self.name,
             _INTERNAL_VALUE,
             context[TRACE_ID],
-            context[1],
-            parent[1],
+            context[SPAN_ID],
+            parent[SPAN_ID],
             parent[2],
             span._start_time,
             end_time,

@@ -288,8 +288,7 @@ def _scrub(span: Any, keep_query: bool) -> None:
     keys = tuple(raw) if type(raw) is dict else tuple(attributes)
     if not keys:
         return
-    known = _needs_scrub.get(keys)
-    if not (_may_need_scrub(keys) if known is None else known):
+    if not may_need_scrub(keys):
         return
     changes = scrub_attributes(raw.copy() if isinstance(raw, dict) else attributes, keep_query=keep_query)
     if not changes:
