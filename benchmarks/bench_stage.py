@@ -4,9 +4,12 @@ Run: ``.venv/bin/python benchmarks/bench_stage.py [--rounds 7] [--calls 20000]``
 
 Every case calls the same trivial function; cases are interleaved round by round (so drift, turbo and
 GC hit them alike) and the median nanoseconds per call over the rounds is reported. All traced cases
-run under one parent span, so their spans are children, as in a request handler. The SDK pipeline is the
-production one minus the network: a BatchSpanProcessor whose exporter returns SUCCESS, and a MeterProvider
-with an InMemoryMetricReader (no collection during the timed loops).
+run under one parent span, so their spans are children, as in a request handler. The pipelines are the
+production ones minus the network. Stock OpenTelemetry: a BatchSpanProcessor whose exporter returns SUCCESS
+without encoding. obskit: what ``init()`` builds, its accounted batch processor feeding its export buffer,
+whose thread encodes every span into an OTLP request and hands it to a sender that discards it (so obskit's
+rows also carry the OTLP encoding, on another thread but under the same GIL). Both: a MeterProvider with an
+InMemoryMetricReader (no collection during the timed loops).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import wrapt
@@ -41,6 +45,26 @@ class NullExporter(SpanExporter):
         return SpanExportResult.SUCCESS
 
     def shutdown(self) -> None:
+        pass
+
+
+class NullSender:
+    """obskit's export buffer's transport, accepting every request: the buffer thread's work minus the network."""
+
+    timeout = 10.0
+
+    def send(self, payload: bytes, timeout: float) -> Any:
+        from obskit._buffer import SendResult
+
+        return SendResult.success()
+
+    def describe(self) -> str:
+        return "null"
+
+    def close(self) -> None:
+        pass
+
+    def reset_after_fork(self) -> None:
         pass
 
 
@@ -71,8 +95,24 @@ def obskit_tracer_provider() -> TracerProvider:
     except ImportError:  # an obskit snapshot from before the lean span path
         return sdk_tracer_provider()
     provider = make_tracer_provider(Resource.get_empty(), DEFAULT_ON, capture_query=False)
-    provider.add_span_processor(BatchSpanProcessor(NullExporter()))
+    try:
+        from obskit._buffer import AccountedBatchSpanProcessor, BufferedSpanExporter, ExportBuffer
+    except ImportError:  # an obskit snapshot from before the export buffer
+        provider.add_span_processor(BatchSpanProcessor(NullExporter()))
+        return provider
+    buffer = ExportBuffer({"spans": NullSender()}, max_bytes=64 * 1024 * 1024)
+    provider.add_span_processor(AccountedBatchSpanProcessor(BufferedSpanExporter(buffer)))
+    provider.obskit_buffer = buffer  # type: ignore[attr-defined]  # shut down with the provider, below
     return provider
+
+
+def stage_spans_factory() -> Any:
+    """What init() passes to the stage binding for cheaper stage spans (None in snapshots without them)."""
+    try:
+        from obskit._stagespan import stage_spans
+    except ImportError:
+        return None
+    return stage_spans
 
 
 def build_cases() -> tuple[Cases, list[Any], trace.Tracer]:
@@ -84,6 +124,9 @@ def build_cases() -> tuple[Cases, list[Any], trace.Tracer]:
     stock_tp = sdk_tracer_provider()
     stock_mp = MeterProvider(metric_readers=[InMemoryMetricReader()])
     closables: list[Any] = [obskit_tp, obskit_mp, stock_tp, stock_mp]
+    buffer = getattr(obskit_tp, "obskit_buffer", None)
+    if buffer is not None:  # after the provider, which hands its last spans to it
+        closables.append(SimpleNamespace(shutdown=lambda: buffer.shutdown(5.0)))
 
     obskit_predict = _stages.inference(model=MODEL, version="3")(predict)
     obskit_tracer = obskit_tp.get_tracer("obskit")
@@ -95,8 +138,11 @@ def build_cases() -> tuple[Cases, list[Any], trace.Tracer]:
     def metrics_only() -> None:
         _stages.bind(obskit_tracer, obskit_meter, model_name=None, model_version=None, traces_enabled=False)
 
+    factory = stage_spans_factory()
+    fast = {} if factory is None else {"stage_spans": factory}
+
     def full() -> None:
-        _stages.bind(obskit_tracer, obskit_meter, model_name=None, model_version=None)
+        _stages.bind(obskit_tracer, obskit_meter, model_name=None, model_version=None, **fast)
 
     def nothing() -> None:
         pass
