@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -160,3 +162,44 @@ def test_a_stage_span_read_as_an_sdk_span(receiver: OtlpReceiver) -> None:
     assert obskit.force_flush(timeout=10)
     receiver.wait_for_spans(2, timeout=10)
     assert [s.name for s in receiver.spans()].count("inference m") == 1
+
+
+def test_a_stage_span_ended_from_many_threads_is_queued_once(
+    receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An application ending a stage span from several threads at once: queued once, as the SDK's span is."""
+    handle = _init(receiver)
+    kept: list[Any] = []
+
+    @obskit.inference(model="m", version="1")
+    def infer() -> None:
+        kept.append(trace.get_current_span())
+
+    spans = 20
+    with trace.get_tracer("test").start_as_current_span("request"):
+        for _ in range(spans):
+            infer()
+    assert all(type(span) is _stagespan.StageSpan for span in kept)
+    for span in kept:  # live again, to be ended by the threads below
+        span._end_time = None
+    before = handle.telemetry_stats()[SIGNAL_SPANS].produced
+
+    def slow_clock() -> int:
+        time.sleep(0.001)  # not synchronisation: it widens the window between the ended-check and the end time
+        return time.time_ns()
+
+    monkeypatch.setattr(_stagespan, "time_ns", slow_clock)
+    threads = 4
+    barrier = threading.Barrier(threads)
+
+    def end_all() -> None:
+        for span in kept:
+            barrier.wait()  # every thread at the same span
+            span.end()
+
+    workers = [threading.Thread(target=end_all) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert handle.telemetry_stats()[SIGNAL_SPANS].produced - before == spans

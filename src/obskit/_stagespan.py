@@ -43,7 +43,7 @@ _INTERNAL: Final = SpanKind.INTERNAL
 _INTERNAL_VALUE: Final = SpanKind.INTERNAL.value
 _UNSET_VALUE: Final = StatusCode.UNSET.value
 _BATCH: Final = _semconv.ATTR_MODEL_BATCH_SIZE
-# Turning a stage span into an SDK span happens at most once per span, and seldom: one lock for all of them.
+# Turning a stage span into an SDK span (at most once per span, seldom) and ending it: one lock for all of them.
 _sdk_span_lock = threading.Lock()
 
 
@@ -161,16 +161,25 @@ class StageSpan(trace_api.Span):
 
     def end(self, end_time: int | None = None) -> None:
         sdk_span = self._sdk_span
-        if sdk_span is not None:
-            sdk_span.end(end_time)
-            return
-        # The stage wrapper ends its span once; an application ending it from two threads at once could queue it
-        # twice (the SDK's span takes a lock here: 0.1 µs on every span for a misuse).
-        if self._end_time is not None:
-            _logger.warning("Calling end() on an ended span.")
-            return
-        self._end_time = end = end_time if end_time is not None else time_ns()
-        self._queue.put(self._spans.item(self, end))
+        if sdk_span is None:
+            # Under the lock that also guards sdk_span(): ending from two threads at once, or while another thread
+            # turns the span into the SDK's, queues it once (as the SDK span's own lock does). Uncontended: 0.1 µs.
+            lock = _sdk_span_lock
+            lock.acquire()  # not "with": see _tracer._LeanSpan.end
+            try:
+                sdk_span = self._sdk_span
+                ended = self._end_time is not None
+                if sdk_span is None and not ended:
+                    self._end_time = end = end_time if end_time is not None else time_ns()
+            finally:
+                lock.release()
+            if sdk_span is None:
+                if ended:
+                    _logger.warning("Calling end() on an ended span.")
+                else:
+                    self._queue.put(self._spans.item(self, end))
+                return
+        sdk_span.end(end_time)
 
     def set_attribute(self, key: str, value: types.AnyValue) -> None:
         if self._sdk_span is None and key == _BATCH and type(value) is int and self._end_time is None:
