@@ -10,6 +10,12 @@ for FastAPI) pinned to CPU 1, wait for /healthz, warm it up with wrk, then measu
 SIGTERM, flushes, and what the receiver got from it is counted (spans per request, a check that the
 telemetry really left the process). Ratios are paired: requests/s of a variant over the bare server's in the
 same round and framework; the medians over the rounds are reported.
+
+A/B mode: ``--baseline-src DIR`` (or OBSKIT_BASELINE_SRC; run.sh sets it from OBSKIT_BASELINE_REF) adds every
+selected obskit variant a second time as ``<variant>@base``, served from that obskit source, in the same rounds.
+The A/B table then gives the per-round difference of server CPU per request (and of 1/req·s) between the two,
+paired round by round: on a noisy VM, where a round's absolute figures move by 10-20%, this is the figure that
+tells whether a change helped.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ BIN = Path(sys.executable).parent
 # The obskit source measured: run.sh points this at a snapshot taken when the run starts, so commits landing
 # during a 15-minute run cannot change the code under test half-way through.
 SRC = Path(os.environ.get("OBSKIT_SRC") or ROOT / "src")
+BASE = "@base"  # the suffix of a variant served from the baseline source (A/B mode)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 VARIANTS = ("bare", "otel", "ddtrace", "prometheus", "obskit_full", "obskit_metrics", "obskit_disabled")
 LABELS = {
@@ -154,26 +161,28 @@ def server_command(cfg: Config, port: int, cpu: str | None) -> list[str]:
     ]
 
 
-def server_env(cfg: Config, ports: dict[str, int]) -> dict[str, str]:
+def server_env(cfg: Config, ports: dict[str, int], baseline_src: Path | None = None) -> dict[str, str]:
     env = clean_env()
+    variant, base = base_variant(cfg.variant)
+    src = baseline_src if base and baseline_src is not None else SRC
     env.update(
-        VARIANT=cfg.variant,
+        VARIANT=variant,
         ROUTES=str(cfg.routes),
-        PYTHONPATH=os.pathsep.join([str(HERE), str(SRC)]),
+        PYTHONPATH=os.pathsep.join([str(HERE), str(src)]),
         OTLP_ENDPOINT=f"127.0.0.1:{ports['grpc']}",
         PYTHONDONTWRITEBYTECODE="1",
     )
-    if cfg.variant.startswith("obskit"):
+    if variant.startswith("obskit"):
         env.update(
             OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{ports['grpc']}",
             OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
             OTEL_TRACES_SAMPLER="always_on",  # 100% sampling: sampled-out spans don't count (issue 8)
         )
-        if cfg.variant == "obskit_metrics":
+        if variant == "obskit_metrics":
             env["OTEL_TRACES_EXPORTER"] = "none"
-        elif cfg.variant == "obskit_disabled":
+        elif variant == "obskit_disabled":
             env["OTEL_SDK_DISABLED"] = "true"
-    elif cfg.variant == "ddtrace":
+    elif variant == "ddtrace":
         env.update(
             DD_TRACE_AGENT_URL=f"http://127.0.0.1:{ports['agent']}",  # the dummy agent in receiver.py
             DD_SERVICE="bench-model-server",
@@ -184,6 +193,16 @@ def server_env(cfg: Config, ports: dict[str, int]) -> dict[str, str]:
             DD_TRACE_STARTUP_LOGS="false",
         )
     return env
+
+
+def base_variant(variant: str) -> tuple[str, bool]:
+    """The app's VARIANT of a configured variant, and whether it is served from the baseline source."""
+    return (variant[: -len(BASE)], True) if variant.endswith(BASE) else (variant, False)
+
+
+def label(variant: str) -> str:
+    name, base = base_variant(variant)
+    return LABELS[name] + (", baseline source" if base else "")
 
 
 @contextlib.contextmanager
@@ -285,7 +304,7 @@ def run_one(cfg: Config, rnd: int, args: argparse.Namespace, ports: dict[str, in
         proc = subprocess.Popen(
             server_command(cfg, port, args.server_cpu),
             cwd=HERE,
-            env=server_env(cfg, ports),
+            env=server_env(cfg, ports, args.baseline_src),
             stdout=log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -401,7 +420,54 @@ def summarise(samples: list[Sample], args: argparse.Namespace) -> tuple[str, dic
                 f"{rps:,.0f} | {ratio_cell} | {cpu:.0f} | {med(cpu_ratios):.2f}x | {spans_cell} | {p99:.1f}"
                 + (f" ({errors} errors)" if errors else "")
             )
-        lines.append(f"| {LABELS[variant]} | " + " | ".join(cells) + " |")
+        lines.append(f"| {label(variant)} | " + " | ".join(cells) + " |")
+
+    # Added server CPU over bare, as the median of per-round differences: steadier than a ratio of medians.
+    lines += [
+        "",
+        "Added server CPU per request over bare, µs (median of the per-round differences [min-max]):",
+        "",
+        "| variant | " + " | ".join(frameworks) + " |",
+        "|---|" + "---:|" * len(frameworks),
+    ]
+    data["added_cpu_us"] = {}
+    for variant in args.variants:
+        if variant == "bare":
+            continue
+        cells = []
+        for fw in frameworks:
+            _, cpu = overhead_us(fw, variant, 10)
+            data["added_cpu_us"][f"{fw}/{variant}"] = med(cpu)
+            cells.append(f"{med(cpu):+.0f} [{min(cpu):+.0f} to {max(cpu):+.0f}]" if cpu else "-")
+        lines.append(f"| {label(variant)} | " + " | ".join(cells) + " |")
+
+    pairs = [(v, v + BASE) for v in args.variants if v + BASE in args.variants]
+    if pairs:
+        lines += [
+            "",
+            f"A/B: this source ({SRC}) minus the baseline ({args.baseline_src}), paired round by round "
+            "(median [min-max] of the per-round differences; negative = this source is cheaper):",
+            "",
+            "| variant | " + " | ".join(f"{fw} CPU µs/req | {fw} wall µs/req" for fw in frameworks) + " |",
+            "|---|" + "---:|---:|" * len(frameworks),
+        ]
+        data["ab"] = {}
+        for variant, base in pairs:
+            cells = []
+            for fw in frameworks:
+                now, then = by.get((fw, variant, 10), {}), by.get((fw, base, 10), {})
+                rounds = [r for r in sorted(now) if r in then]
+                cpu = [now[r].cpu_us_per_request - then[r].cpu_us_per_request for r in rounds]
+                wall = [1e6 / now[r].rps - 1e6 / then[r].rps for r in rounds]
+                if not rounds:
+                    cells.append("- | -")
+                    continue
+                data["ab"][f"{fw}/{variant}"] = {"cpu_us": med(cpu), "wall_us": med(wall)}
+                cells.append(
+                    f"{med(cpu):+.1f} [{min(cpu):+.0f} to {max(cpu):+.0f}] | "
+                    f"{med(wall):+.1f} [{min(wall):+.0f} to {max(wall):+.0f}]"
+                )
+            lines.append(f"| {LABELS[variant]} | " + " | ".join(cells) + " |")
 
     if args.routes_scaling:
         lines += [
@@ -472,11 +538,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=int(env.get("SEED", "8")))
     parser.add_argument("--pin", type=int, default=int(env.get("PIN", "1" if (os.cpu_count() or 1) >= 2 else "0")))
     parser.add_argument("--out", type=Path, default=HERE / "results" / time.strftime("%Y%m%d-%H%M%S"))
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        default=Path(env["OBSKIT_BASELINE_SRC"]) if env.get("OBSKIT_BASELINE_SRC") else None,
+        help="A/B mode: also serve every obskit variant from this obskit source (the directory holding obskit/)",
+    )
     args = parser.parse_args(argv)
     args.rounds = max(1, args.rounds)
     unknown = set(args.variants) - set(VARIANTS)
     if unknown:
         parser.error(f"unknown variants {sorted(unknown)}; expected some of {VARIANTS}")
+    if args.baseline_src is not None:
+        if not (args.baseline_src / "obskit" / "__init__.py").is_file():
+            parser.error(f"--baseline-src {args.baseline_src}: no obskit/__init__.py there")
+        args.variants += [v + BASE for v in args.variants if v.startswith("obskit")]
     if args.routes_scaling and "bare" not in args.variants:
         args.variants.insert(0, "bare")
     # Server on CPU 1; wrk and the receiver share CPU 0, so the server's core is its own.

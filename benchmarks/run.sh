@@ -8,7 +8,8 @@
 #
 # Knobs (env): ROUNDS (3), DURATION seconds per wrk run (5), WARMUP seconds (1), CONNECTIONS (8),
 # THREADS (1), FRAMEWORKS ("flask fastapi"), VARIANTS (all), PIN (1: server on CPU 1, wrk + receiver on
-# CPU 0), SEED (shuffle of the variant order inside a round), PROFILE_REQUESTS (3000).
+# CPU 0), SEED (shuffle of the variant order inside a round), PROFILE_REQUESTS (3000), OBSKIT_BASELINE_REF (A/B:
+# every obskit variant also served from that commit, in the same rounds).
 # Results go to benchmarks/results/<timestamp>/ (ignored by git); the tables are printed at the end.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -62,6 +63,14 @@ else
     OBSKIT_DESC="$(git rev-parse --short "$OBSKIT_REF") ($(git log -1 --format=%cd --date=iso "$OBSKIT_REF"))"
 fi
 export OBSKIT_SRC
+# A/B mode: OBSKIT_BASELINE_REF=<commit> serves every obskit variant a second time from that commit's src/obskit,
+# in the same rounds (bench_http.py's A/B table gives the paired per-round differences).
+if [ -n "${OBSKIT_BASELINE_REF:-}" ]; then
+    mkdir -p "$OUT/baseline"
+    git archive "$OBSKIT_BASELINE_REF" src/obskit | tar -C "$OUT/baseline" -xf -
+    export OBSKIT_BASELINE_SRC="$OUT/baseline/src"
+    OBSKIT_DESC="$OBSKIT_DESC; baseline $(git rev-parse --short "$OBSKIT_BASELINE_REF")"
+fi
 export PYTHONPATH="$OBSKIT_SRC:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 ONLY="${ONLY:-all}"
 echo "results: $OUT"
