@@ -18,6 +18,7 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 # properties: the hot paths index it (a property call each is ~10% of an exemplar lookup).
 TRACE_ID: Final = 0
 SPAN_ID: Final = 1
+IS_REMOTE: Final = 2
 TRACE_FLAGS: Final = 3
 TRACE_STATE: Final = 4
 IS_VALID: Final = 5

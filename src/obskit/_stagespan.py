@@ -9,7 +9,7 @@ per decorated function.
 So when the tracer is obskit's lean tracer and the provider's only processors are obskit's redaction and its
 accounted batch processor (nothing else can observe a span start or end), a stage span is a small object holding
 ids and times, and ``end()`` queues the very tuple ``ended()`` would have built (the encoder cannot tell them
-apart; tests/test_stagespan.py compares the two paths on the wire). Any other use of the span (an attribute other
+apart; tests/spans/test_stagespan.py compares the two paths on the wire). Any other use of the span (an attribute other
 than the batch size, an event, a status, a name change, reading it as an SDK span) first turns it into the SDK
 span it stands for, with the same ids, times and attributes, and from then on everything goes through the SDK's
 path. Not a subclass of the SDK's ``Span``: ``isinstance(span, opentelemetry.sdk.trace.Span)`` is False for a
@@ -31,7 +31,7 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.util import types
 
 from . import _otlp_trace, _semconv
-from ._context import IS_VALID, SPAN_ID, TRACE_FLAGS, TRACE_ID, TRACE_STATE, current_context
+from ._context import IS_REMOTE, IS_VALID, SPAN_ID, TRACE_FLAGS, TRACE_ID, TRACE_STATE, current_context
 from ._tracer import _SAMPLED, _SAMPLED_RANDOM, GuardedSpanProcessors, LeanTracer, _LeanSpan, _plain
 
 _logger = logging.getLogger("opentelemetry.sdk.trace")  # the SDK's own logger, for the SDK's own warnings
@@ -47,17 +47,40 @@ _BATCH: Final = _semconv.ATTR_MODEL_BATCH_SIZE
 _sdk_span_lock = threading.Lock()
 
 
-class StageSpans:
-    """The spans of one decorated function under one tracer: what they share, computed once."""
+class SpanSource:
+    """A tracer whose spans are queued as tuples, with the origin number (resource, scope) the tuples carry."""
 
-    __slots__ = ("_flat", "_keys_and_batch", "_origin", "_processor", "_values", "attributes", "name", "tracer")
+    __slots__ = ("_origin", "_processor", "_resource", "tracer")
 
-    def __init__(self, tracer: LeanTracer, name: str, attributes: Mapping[str, Any], origin: int) -> None:
+    def __init__(self, tracer: LeanTracer, origin: int) -> None:
         self.tracer = tracer
-        self.name = name
-        self.attributes = attributes
         self._processor: GuardedSpanProcessors = tracer.span_processor  # type: ignore[assignment]
         self._origin = origin
+        self._resource = tracer.resource
+
+    def _follows_resource(self) -> bool:
+        """Take the tracer's new resource (a worker forked from a preloaded master gets its own identity).
+
+        False when it cannot be numbered: the SDK's path then.
+        """
+        resource = self.tracer.resource
+        try:
+            self._origin = _otlp_trace.origin(resource, self.tracer._instrumentation_scope)
+        except _otlp_trace.UnsupportedSpanData:
+            return False
+        self._resource = resource
+        return True
+
+
+class StageSpans(SpanSource):
+    """The spans of one decorated function under one tracer: what they share, computed once."""
+
+    __slots__ = ("_flat", "_keys_and_batch", "_values", "attributes", "name")
+
+    def __init__(self, tracer: LeanTracer, name: str, attributes: Mapping[str, Any], origin: int) -> None:
+        super().__init__(tracer, origin)
+        self.name = name
+        self.attributes = attributes
         keys = tuple(attributes)
         self._flat = (*keys, *attributes.values())
         # With a batch size set during the call (SDK order: a key set again moves last; here it is last already).
@@ -68,7 +91,7 @@ class StageSpans:
     def start(self) -> trace_api.Span | None:
         """A started span, child of the current span; None when only the SDK's path will do."""
         queue = self._processor.own_queue
-        if queue is None:
+        if queue is None or (self.tracer.resource is not self._resource and not self._follows_resource()):
             return None
         parent: Any = current_context().get(_SPAN_KEY)
         if parent is None:
@@ -101,7 +124,8 @@ class StageSpans:
 
     def item(self, span: StageSpan, end_time: int) -> _otlp_trace.EndedSpan:
         """What ``_otlp_trace.ended()`` makes of the SDK span this stage span stands for."""
-        context, parent, batch = span._context, span._parent, span._batch
+        context, batch = span._context, span._batch
+        parent: Any = span._parent  # always set for a stage span (a root call takes the SDK's path)
         return (
             self._origin,
             self.name,
@@ -109,7 +133,7 @@ class StageSpans:
             context[TRACE_ID],
             context[SPAN_ID],
             parent[SPAN_ID],
-            parent[2],
+            parent[IS_REMOTE],
             span._start_time,
             end_time,
             self._flat if batch is None else (*self._keys_and_batch, *self._values, batch),
@@ -138,19 +162,29 @@ def stage_spans(tracer: object, name: str, attributes: Mapping[str, Any]) -> Sta
     return StageSpans(tracer, name, attributes, origin)
 
 
-class StageSpan(trace_api.Span):
-    """One stage call's span (see the module docstring)."""
+class QueuedSpan(trace_api.Span):
+    """A span queued at ``end()`` as its export tuple, turned into the SDK span it stands for on any other use.
 
-    __slots__ = ("_batch", "_context", "_end_time", "_parent", "_queue", "_sdk_span", "_spans", "_start_time")
+    What the stage and server spans share; a subclass knows its own fields (``_item``, ``_make``) and which calls
+    it serves itself. Not a subclass of the SDK's ``Span`` (see the module docstring).
+    """
 
-    _spans: StageSpans
+    __slots__ = ("_context", "_end_time", "_parent", "_queue", "_sdk_span", "_start_time")
+
     _queue: Any  # _buffer._SdkQueue
     _context: SpanContext
-    _parent: SpanContext
-    _batch: int | None
+    _parent: SpanContext | None
     _start_time: int
     _end_time: int | None
     _sdk_span: _LeanSpan | None
+
+    def _item(self, end_time: int) -> _otlp_trace.EndedSpan:
+        """What ``_otlp_trace.ended()`` makes of the SDK span this span stands for, ended at ``end_time``."""
+        raise NotImplementedError
+
+    def _make(self) -> _LeanSpan:
+        """The SDK span this span stands for, live (called under ``_sdk_span_lock``, once)."""
+        raise NotImplementedError
 
     def get_span_context(self) -> SpanContext:
         return self._context
@@ -177,14 +211,11 @@ class StageSpan(trace_api.Span):
                 if ended:
                     _logger.warning("Calling end() on an ended span.")
                 else:
-                    self._queue.put(self._spans.item(self, end))
+                    self._queue.put(self._item(end))
                 return
         sdk_span.end(end_time)
 
     def set_attribute(self, key: str, value: types.AnyValue) -> None:
-        if self._sdk_span is None and key == _BATCH and type(value) is int and self._end_time is None:
-            self._batch = value  # the stage wrapper's own attribute, set as it ends the call
-            return
         self.sdk_span().set_attribute(key, value)
 
     def set_attributes(self, attributes: Mapping[str, types.AnyValue]) -> None:
@@ -218,18 +249,13 @@ class StageSpan(trace_api.Span):
         return getattr(self.sdk_span(), name)
 
     def sdk_span(self) -> _LeanSpan:
-        """The SDK span this stage span stands for, made on first use; every later call goes to it."""
+        """The SDK span this span stands for, made on first use; every later call goes to it."""
         sdk_span = self._sdk_span
         if sdk_span is not None:
             return sdk_span
         with _sdk_span_lock:
             if self._sdk_span is None:
-                spans = self._spans
-                made = spans.tracer._lean_span(
-                    spans.name, self._context, self._parent, _INTERNAL, spans.attributes, self._start_time
-                )
-                if self._batch is not None:
-                    made.set_attribute(_BATCH, self._batch)
+                made = self._make()
                 if self._end_time is not None:  # already queued: the SDK span is an ended one, never queued again
                     made._end_time = self._end_time
                     made._attributes._immutable = True  # type: ignore[union-attr]
@@ -237,4 +263,31 @@ class StageSpan(trace_api.Span):
             return self._sdk_span
 
     def __repr__(self) -> str:
-        return f"StageSpan({self._spans.name!r}, {self._context!r})"
+        return f"{type(self).__name__}({self._context!r})"
+
+
+class StageSpan(QueuedSpan):
+    """One stage call's span (see the module docstring)."""
+
+    __slots__ = ("_batch", "_spans")
+
+    _spans: StageSpans
+    _batch: int | None
+
+    def _item(self, end_time: int) -> _otlp_trace.EndedSpan:
+        return self._spans.item(self, end_time)
+
+    def _make(self) -> _LeanSpan:
+        spans = self._spans
+        made = spans.tracer._lean_span(
+            spans.name, self._context, self._parent, _INTERNAL, spans.attributes, self._start_time
+        )
+        if self._batch is not None:
+            made.set_attribute(_BATCH, self._batch)
+        return made
+
+    def set_attribute(self, key: str, value: types.AnyValue) -> None:
+        if self._sdk_span is None and key == _BATCH and type(value) is int and self._end_time is None:
+            self._batch = value  # the stage wrapper's own attribute, set as it ends the call
+            return
+        self.sdk_span().set_attribute(key, value)

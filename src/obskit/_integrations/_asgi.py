@@ -51,6 +51,7 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 
 from .._context import SPAN_ID, TRACE_FLAGS, TRACE_ID, attach_context, current_context, detach_context, with_span
 from .._safety import record_internal_error
+from .._serverspan import server_spans
 from .._tracer import CleanAttributes
 from ._http import ApiSeries, ExcludedPaths, MethodNames, redact_query
 
@@ -312,6 +313,8 @@ class ServerMiddleware:
     ) -> None:
         self.app = app
         self._tracer = tracer
+        # Server spans queued as their export data when obskit's own pipeline is the only one (_serverspan).
+        self._server_spans = None if tracer is None else server_spans(tracer)
         self._instruments = instruments
         self._route_of = route_of
         self._excluded = ExcludedPaths(excluded_urls)
@@ -435,7 +438,11 @@ class _Request:
                 parent = current
             self.server = kind is SpanKind.SERVER
             attributes = self._span_attributes(scope, raw_method, path, user_agent)
-            self.span = span = tracer.start_span(self.name, parent, kind, attributes)
+            fast = middleware._server_spans
+            span = None if fast is None else fast.start(self.name, parent, kind, attributes)
+            if span is None:
+                span = tracer.start_span(self.name, parent, kind, attributes)
+            self.span = span
             self.token = attach_context(with_span(span, parent))
         self.active = middleware._instruments.active.add(1, (self.method, self.scheme), self._active_attributes)
 

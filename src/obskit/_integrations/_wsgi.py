@@ -42,6 +42,7 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 from .. import _safety
 from .. import _semconv as sc
 from .._context import SPAN_ID, TRACE_FLAGS, TRACE_ID, attach_context, current_context, detach_context, with_span
+from .._serverspan import server_spans
 from .._tracer import CleanAttributes
 from ._http import SENSITIVE_HEADERS, ApiSeries, ExcludedPaths, MethodNames, redact_query
 
@@ -357,6 +358,8 @@ class Middleware:
             if isinstance(tracer, trace.NoOpTracer):
                 tracer = None
         self.tracer = tracer
+        # Server spans queued as their export data when obskit's own pipeline is the only one (_serverspan).
+        self.server_spans = None if tracer is None else server_spans(tracer)
         self.excluded = ExcludedPaths(excluded_urls)
         self.methods = MethodNames()
         self.metrics = ServerMetrics(meter_provider, name, version, schema_url)
@@ -412,9 +415,12 @@ class Middleware:
             else:  # inside another span (an app called from a traced one): contrib makes an internal span
                 parent, kind = current, _INTERNAL
             name = exchange.name if route is None else f"{exchange.name} {route}"
-            span = exchange.span = tracer.start_span(
-                name, parent, kind, self._attributes(exchange, environ, route), start_time=exchange.start_ns
-            )
+            attributes = self._attributes(exchange, environ, route)
+            fast = self.server_spans
+            span = None if fast is None else fast.start(name, parent, kind, attributes, exchange.start_ns)
+            if span is None:
+                span = tracer.start_span(name, parent, kind, attributes, start_time=exchange.start_ns)
+            exchange.span = span
             exchange.token = attach_context(with_span(span, parent))
         except Exception:
             internal_error("wsgi span start")

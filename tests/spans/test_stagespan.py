@@ -14,6 +14,8 @@ import obskit
 from obskit import _stagespan
 from obskit.testing import OtlpReceiver
 
+from ._wire import received
+
 SIGNAL_SPANS = "spans"
 
 
@@ -54,29 +56,6 @@ def _scenario(seen: list[type]) -> None:
             validate(rows)
 
 
-def _received(rx: OtlpReceiver) -> list[dict[str, Any]]:
-    spans = rx.wait_for_spans(5, timeout=10)
-    by_id = {s.span_id: s for s in spans}
-    out = []
-    for s in sorted(spans, key=lambda s: s.name):
-        parent = by_id.get(s.parent_span_id)
-        out.append(
-            {
-                "name": s.name,
-                "kind": s.kind,
-                "status": (s.status_code, s.status_message),
-                "attributes": list(s.attributes.items()),  # in order
-                "events": [name for name, _ in s.events],
-                "resource": s.resource,
-                "scope": s.scope,
-                "parent": parent.name if parent else None,
-                "same_trace": parent is None or parent.trace_id == s.trace_id,
-                "ordered_times": s.start_time_ns <= s.end_time_ns,
-            }
-        )
-    return out
-
-
 def test_fast_stage_spans_match_the_sdk_path_on_the_wire(
     receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -85,7 +64,7 @@ def test_fast_stage_spans_match_the_sdk_path_on_the_wire(
     seen: list[type] = []
     _scenario(seen)
     assert handle.force_flush(timeout=10)
-    fast = _received(receiver)
+    fast = received(receiver, 5)
     stats = handle.telemetry_stats()[SIGNAL_SPANS]
     assert stats.produced == stats.exported == 5
     assert stats.balanced
@@ -103,12 +82,12 @@ def test_fast_stage_spans_match_the_sdk_path_on_the_wire(
     assert handle.force_flush(timeout=10)
     assert seen
     assert seen[0] is not _stagespan.StageSpan
-    sdk = _received(receiver)
+    sdk = received(receiver, 5)
     assert fast == sdk
     by_name = {s["name"]: s for s in fast}
     assert dict(by_name["preprocess m"]["attributes"])["model.batch_size"] == 3
     assert dict(by_name["inference m"]["attributes"])["model.batch_size"] == 4
-    assert by_name["postprocess m"]["events"] == ["checked"]
+    assert by_name["postprocess m"]["events"] == [("checked", ["n"])]
     assert by_name["validate m"]["status"][0].endswith("ERROR")
     assert all(s["parent"] == "request" for s in fast if s["name"] != "request")
 
