@@ -14,6 +14,9 @@ than the batch size, an event, a status, a name change, reading it as an SDK spa
 span it stands for, with the same ids, times and attributes, and from then on everything goes through the SDK's
 path. Not a subclass of the SDK's ``Span``: ``isinstance(span, opentelemetry.sdk.trace.Span)`` is False for a
 stage span (the API's ``Span`` it is).
+
+``QueuedSpan`` (what such a span does besides its own fields) and ``SpanSource`` (a tracer and the origin number
+its tuples carry) are shared with the server spans of ``_serverspan``.
 """
 
 from __future__ import annotations

@@ -201,3 +201,30 @@ def test_spans_follow_the_resource_of_a_forked_worker(receiver: OtlpReceiver) ->
         "inference m",
         "GET /items/<int:item_id>",
     }
+
+
+def test_an_error_status_with_a_description_on_the_fast_path(receiver: OtlpReceiver) -> None:
+    """The one status a light server span keeps itself (an ERROR with a description) arrives as the SDK's does."""
+    from opentelemetry.trace import SpanKind, Status, StatusCode
+
+    from obskit._tracer import CleanAttributes
+
+    handle = _init(receiver)
+    tracer = trace.get_tracer_provider().get_tracer("obskit.test")
+    spans = _serverspan.server_spans(tracer)
+    assert spans is not None
+    made = []
+    for fast in (True, False):
+        attributes = CleanAttributes({"http.request.method": "GET", "app.path": "fast" if fast else "sdk"})
+        span = spans.start("GET", None, SpanKind.SERVER, attributes) if fast else None
+        if span is None:
+            span = tracer.start_span("GET", None, SpanKind.SERVER, attributes)
+        made.append(type(span))
+        span.set_status(Status(StatusCode.ERROR, "Non-integer HTTP status: abc"))
+        span.end()
+    assert made[0] is _serverspan.ServerSpan
+    assert made[1] is not _serverspan.ServerSpan
+    assert handle.force_flush(timeout=10)
+    got = {dict(s.attributes)["app.path"]: (s.status_code, s.status_message) for s in receiver.wait_for_spans(2)}
+    assert got["fast"] == got["sdk"]
+    assert got["fast"][1] == "Non-integer HTTP status: abc"
