@@ -30,8 +30,8 @@ from opentelemetry.util import types
 from . import _otlp_trace
 from ._context import IS_REMOTE, IS_VALID, SPAN_ID, TRACE_FLAGS, TRACE_ID, TRACE_STATE, current_context
 from ._integrations._http import may_need_scrub
-from ._stagespan import QueuedSpan, SpanSource, _sdk_span_lock
-from ._tracer import _SAMPLED, _SAMPLED_RANDOM, CleanAttributes, GuardedSpanProcessors, LeanTracer, _LeanSpan
+from ._stagespan import QueuedSpan, SpanSource, _sdk_span_lock, queueable_origin
+from ._tracer import _SAMPLED, _SAMPLED_RANDOM, CleanAttributes, LeanTracer, _LeanSpan
 
 _getrandbits = random.getrandbits
 _new_context = tuple.__new__
@@ -108,17 +108,8 @@ class ServerSpans(SpanSource):
 
 def server_spans(tracer: object) -> ServerSpans | None:
     """The cheaper server spans of ``tracer``, when it and its provider allow them (see the module docstring)."""
-    if type(tracer) is not LeanTracer or not tracer._lean or not tracer._random_ids:
-        return None
-    if type(tracer.span_processor) is not GuardedSpanProcessors:
-        return None
-    if tracer._span_limits.max_span_attribute_length is not None:
-        return None
-    try:
-        origin = _otlp_trace.origin(tracer.resource, tracer._instrumentation_scope)
-    except _otlp_trace.UnsupportedSpanData:
-        return None
-    return ServerSpans(tracer, origin)
+    origin = queueable_origin(tracer)
+    return None if origin is None else ServerSpans(tracer, origin)  # type: ignore[arg-type]  # a LeanTracer
 
 
 class ServerSpan(QueuedSpan):

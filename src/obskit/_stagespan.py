@@ -145,24 +145,37 @@ class StageSpans(SpanSource):
         )
 
 
+def queueable_origin(tracer: object) -> int | None:
+    """The origin number of ``tracer``'s spans when they may be queued as tuples, else None.
+
+    That takes the tracer's lean path with random ids, obskit's span processors and no value-length limit.
+    """
+    if type(tracer) is not LeanTracer or not tracer._lean or not tracer._random_ids:
+        return None
+    if type(tracer.span_processor) is not GuardedSpanProcessors:
+        return None
+    if tracer._span_limits.max_span_attribute_length is not None:
+        return None
+    try:
+        return _otlp_trace.origin(tracer.resource, tracer._instrumentation_scope)
+    except _otlp_trace.UnsupportedSpanData:
+        return None
+
+
 def stage_spans(tracer: object, name: str, attributes: Mapping[str, Any]) -> StageSpans | None:
     """The cheaper spans of a stage, when ``tracer`` and its provider allow them (see the module docstring)."""
     from ._integrations._http import may_need_scrub
 
-    if type(tracer) is not LeanTracer or not tracer._lean or not tracer._random_ids or not tracer._child_sampling:
+    origin = queueable_origin(tracer)
+    if origin is None or not _plain(attributes) or may_need_scrub(tuple(attributes)):
         return None
-    if type(tracer.span_processor) is not GuardedSpanProcessors:
+    lean: LeanTracer = tracer  # type: ignore[assignment]  # queueable_origin checked it
+    if not lean._child_sampling:
         return None
-    limits = tracer._span_limits
-    if limits.max_span_attribute_length is not None or not _plain(attributes) or may_need_scrub(tuple(attributes)):
-        return None
-    if limits.max_span_attributes is not None and limits.max_span_attributes <= len(attributes):
+    maxlen = lean._span_limits.max_span_attributes
+    if maxlen is not None and maxlen <= len(attributes):
         return None  # with a batch size, one more: keep the SDK's limit handling
-    try:
-        origin = _otlp_trace.origin(tracer.resource, tracer._instrumentation_scope)
-    except _otlp_trace.UnsupportedSpanData:
-        return None
-    return StageSpans(tracer, name, attributes, origin)
+    return StageSpans(lean, name, attributes, origin)
 
 
 class QueuedSpan(trace_api.Span):

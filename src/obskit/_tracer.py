@@ -424,7 +424,7 @@ class GuardedSpanProcessors(SynchronousMultiSpanProcessor):
         self._ending: tuple[SpanProcessor, ...] = ()
         self._ended: tuple[SpanProcessor, ...] = ()
         # The queue of obskit's batch processor when it and obskit's redaction are the only processors with a
-        # hook: then a span may be queued without the hooks (_stagespan). None otherwise.
+        # hook: then a span may be queued without the hooks (_stagespan, _serverspan). None otherwise.
         self.own_queue: Any = None
 
     def add_span_processor(self, span_processor: SpanProcessor) -> None:
