@@ -161,13 +161,12 @@ def server_command(cfg: Config, port: int, cpu: str | None) -> list[str]:
     ]
 
 
-def server_env(cfg: Config, ports: dict[str, int], baseline_src: Path | None = None) -> dict[str, str]:
+def app_env(variant: str, ports: dict[str, int], src: Path = SRC) -> dict[str, str]:
+    """The environment of a benchmark app process of ``variant`` importing obskit from ``src``."""
     env = clean_env()
-    variant, base = base_variant(cfg.variant)
-    src = baseline_src if base and baseline_src is not None else SRC
     env.update(
         VARIANT=variant,
-        ROUTES=str(cfg.routes),
+        OBSKIT_SRC=str(src),
         PYTHONPATH=os.pathsep.join([str(HERE), str(src)]),
         OTLP_ENDPOINT=f"127.0.0.1:{ports['grpc']}",
         PYTHONDONTWRITEBYTECODE="1",
@@ -178,6 +177,14 @@ def server_env(cfg: Config, ports: dict[str, int], baseline_src: Path | None = N
             OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
             OTEL_TRACES_SAMPLER="always_on",  # 100% sampling: sampled-out spans don't count (issue 8)
         )
+    return env
+
+
+def server_env(cfg: Config, ports: dict[str, int], baseline_src: Path | None = None) -> dict[str, str]:
+    variant, base = base_variant(cfg.variant)
+    env = app_env(variant, ports, baseline_src if base and baseline_src is not None else SRC)
+    env["ROUTES"] = str(cfg.routes)
+    if variant.startswith("obskit"):
         if variant == "obskit_metrics":
             env["OTEL_TRACES_EXPORTER"] = "none"
         elif variant == "obskit_disabled":

@@ -244,9 +244,8 @@ def _native_fastapi(app: Any) -> None:
     app._telemetry.update(operation_spans=False, logs=False)
 
 
-def child(args: argparse.Namespace) -> int:
-    import threading
-
+def prepare(args: argparse.Namespace) -> Any:
+    """Import the benchmark app, instrument it as ``args.config`` says and return its driver: ``run(n)``."""
     sys.path[:0] = [str(HERE), str(SRC)]
     module = __import__("app_flask" if args.framework == "flask" else "app_fastapi")
     app = module.app
@@ -258,7 +257,13 @@ def child(args: argparse.Namespace) -> int:
         # Without contrib in its stack, FastAPI's own telemetry would trace and meter the request through
         # obskit's global providers: switch it off, so that only the stages are measured.
         app._telemetry.update(tracing=False, metrics=False, logs=False)
-    run = _flask_driver(app) if args.framework == "flask" else _fastapi_driver(app)
+    return _flask_driver(app) if args.framework == "flask" else _fastapi_driver(app)
+
+
+def child(args: argparse.Namespace) -> int:
+    import threading
+
+    run = prepare(args)
     run(args.warmup)
     profiler = None
     if args.profile:
@@ -298,6 +303,16 @@ def child(args: argparse.Namespace) -> int:
 # parent
 
 
+def config_env(config: str, ports: dict[str, int], src: Path = SRC) -> dict[str, str]:
+    """The environment of a child process serving ``config`` with obskit imported from ``src``."""
+    from bench_http import app_env
+
+    variant, extra, _ = CONFIGS[config]
+    env = app_env(variant, ports, src)
+    env.update(extra)
+    return env
+
+
 def spawn(
     framework: str,
     config: str,
@@ -307,23 +322,7 @@ def spawn(
     profiler: str = "cprofile",
 ) -> dict[str, float]:
     """Run one child; ``profiler`` "cprofile" (in the child) or "py-spy" (sampling it from outside)."""
-    from bench_http import clean_env
-
-    variant, extra, _ = CONFIGS[config]
-    env = clean_env()
-    env.update(
-        VARIANT=variant,
-        PYTHONPATH=os.pathsep.join([str(HERE), str(SRC)]),
-        OTLP_ENDPOINT=f"127.0.0.1:{ports['grpc']}",
-        PYTHONDONTWRITEBYTECODE="1",
-    )
-    if variant.startswith("obskit"):
-        env.update(
-            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{ports['grpc']}",
-            OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
-            OTEL_TRACES_SAMPLER="always_on",
-        )
-    env.update(extra)
+    env = config_env(config, ports)
     cmd = [
         *(["taskset", "-c", "1"] if args.pin else []),
         sys.executable,
