@@ -38,6 +38,10 @@ def _serve(args: argparse.Namespace) -> int:
 
     run = profile_obskit.prepare(args)
     run(args.warmup)
+    if os.environ.get("BENCH_GC") == "off":  # an experiment's switch: the collector's share of a difference
+        import gc
+
+        gc.disable()
     last = time.process_time()
     print("ready", flush=True)
     for line in sys.stdin:
@@ -121,12 +125,15 @@ def measure(framework: str, args: argparse.Namespace, ports: dict[str, int]) -> 
     children = [Child(spec, framework, args, ports) for spec in args.configs]
     rng = random.Random(args.seed)
     cpu: dict[str, list[float]] = {c.spec: [] for c in children}
+    thread: dict[str, list[float]] = {c.spec: [] for c in children}
     try:
         for _ in range(args.slices):
             order = children[:]
             rng.shuffle(order)
             for child in order:
-                cpu[child.spec].append(child.slice(args.requests)["cpu_us"])
+                report = child.slice(args.requests)
+                cpu[child.spec].append(report["cpu_us"])
+                thread[child.spec].append(report["thread_us"])
     finally:
         for child in children:
             child.close()
@@ -135,21 +142,21 @@ def measure(framework: str, args: argparse.Namespace, ports: dict[str, int]) -> 
         f"{framework}: {args.slices} slices x {args.requests} requests per configuration, CPU µs per request "
         f"(process: request thread + background), differences paired per slice to {base}",
         "",
-        f"| configuration | median CPU µs/req | added over {base}: median [IQR] |",
-        "|---|---:|---:|",
+        f"| configuration | median CPU µs/req | added over {base}: median [IQR] | request thread alone: added |",
+        "|---|---:|---:|---:|",
     ]
+
+    def added(spec: str, ref: str, samples: dict[str, list[float]]) -> str:
+        lo, mid, hi = _quartiles([a - b for a, b in zip(samples[spec], samples[ref], strict=True)])
+        return f"{mid:+.1f} [{lo:+.1f} to {hi:+.1f}]"
+
     for spec in args.configs:
-        diffs = [a - b for a, b in zip(cpu[spec], cpu[base], strict=True)]
-        lo, mid, hi = _quartiles(diffs)
-        added = "-" if spec == base else f"{mid:+.1f} [{lo:+.1f} to {hi:+.1f}]"
-        lines.append(f"| {spec} | {statistics.median(cpu[spec]):.1f} | {added} |")
-    if len(args.configs) > 2:
-        # Later configurations against the second (an A/B of two sources, or two settings of obskit).
+        row = ["-", "-"] if spec == base else [added(spec, base, cpu), added(spec, base, thread)]
+        lines.append(f"| {spec} | {statistics.median(cpu[spec]):.1f} | {row[0]} | {row[1]} |")
+    # Later configurations against the second as well (an A/B of two sources, or two settings of obskit).
+    for spec in args.configs[2:]:
         ref = args.configs[1]
-        for spec in args.configs[2:]:
-            diffs = [a - b for a, b in zip(cpu[spec], cpu[ref], strict=True)]
-            lo, mid, hi = _quartiles(diffs)
-            lines.append(f"| {spec} minus {ref} | | {mid:+.1f} [{lo:+.1f} to {hi:+.1f}] |")
+        lines.append(f"| {spec} minus {ref} | | {added(spec, ref, cpu)} | {added(spec, ref, thread)} |")
     return lines
 
 

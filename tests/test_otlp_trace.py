@@ -129,6 +129,7 @@ def _cold_caches() -> None:
     _otlp_trace._kv_caches.clear()
     _otlp_trace._span_kv_cache.clear()
     _otlp_trace._block_cache.clear()
+    _otlp_trace._item_cache.clear()
     _otlp_trace._name_cache.clear()
     _otlp_trace._prefix_cache.clear()
     _otlp_trace._resource_cache.clear()
@@ -560,6 +561,51 @@ def test_ended_spans_make_the_same_request(rec: Recorder) -> None:
     mixed = [item if i % 2 else span for i, (item, span) in enumerate(zip(items, spans, strict=True))]
     assert encode_spans(mixed) == expected
     assert _span_payload(mixed) == expected
+
+
+def test_ended_items_share_their_repeating_fields_but_never_across_types(rec: Recorder) -> None:
+    """Queued items of one stage encode from _item_cache; equal values of other types, statuses and parents don't
+    share an entry, and an item whose values cannot be keyed takes _compose's path."""
+    tracer = rec.tracer()
+    remote = SpanContext(REMOTE.trace_id, REMOTE.span_id, is_remote=True, trace_flags=TraceFlags(1))
+    values = [1, True, 1.0, Color.RED, 7, 7.0, "fast", Mode.FAST, 0, False, -0.0, 0.0, 1, 7]
+    with tracer.start_as_current_span("request", kind=SpanKind.SERVER):
+        for value in values:
+            with tracer.start_as_current_span("stage", attributes={"model.name": "m", "n": value}):
+                pass
+        for _ in range(2):
+            with tracer.start_as_current_span("failing", attributes={"model.name": "m"}) as span:
+                span.set_status(Status(StatusCode.ERROR, "ValueError: bad"))
+            with tracer.start_as_current_span("stage", attributes={"model.name": "m", "n": 1}) as span:
+                span.set_status(Status(StatusCode.ERROR, "other"))
+    for port in (40000, 40001, 40000, True, 1.0):
+        with tracer.start_as_current_span(
+            "stage", context=trace.set_span_in_context(NonRecordingSpan(remote)), attributes={"model.name": "m"}
+        ):
+            pass
+        with tracer.start_as_current_span("stage", attributes={"model.name": "m"}):  # a root
+            pass
+        # A server span's attribute set, larger than _BLOCK_MAX_ITEMS: encoded pair by pair, per item.
+        server = {f"k{i}": f"v{i}" for i in range(_otlp_trace._BLOCK_MAX_ITEMS)} | {"client.port": port, "n": 1}
+        with tracer.start_as_current_span("GET /x", kind=SpanKind.SERVER, attributes=server):
+            pass
+    spans = rec.spans()
+    items = [ended(s) for s in spans]
+    assert all(type(item) is tuple for item in items)
+    for span, item in zip(spans, items, strict=True):  # one batch each: later items meet earlier entries
+        assert encode_spans([item]) == sdk_bytes([span])  # type: ignore[list-item]
+    assert encode_spans(items) == sdk_bytes(spans)  # type: ignore[arg-type]
+    assert encode_spans(items) == sdk_bytes(spans)  # type: ignore[arg-type]  # from warm caches
+    # One entry per distinct (name, kind, parent, status, contents) whose values are exactly str or int: True,
+    # 1.0, enums and str subclasses are never keyed (they meet 1's, 7's and "fast"'s entries and take _compose's
+    # path). A remote parent and a root: two entries of the same contents.
+    assert [key[1:] for key in _otlp_trace._item_cache if key[0] == "GET /x"] == [
+        (SpanKind.SERVER.value, False, 0, None, ())
+    ]
+    keys = sorted(repr(key[2:]) for key in _otlp_trace._item_cache if key[0] == "stage")
+    expected = [(False, 0, None, ("model.name", "n", "m", v)) for v in (1, 7, "fast", 0)]
+    expected += [(False, 2, "other", ("model.name", "n", "m", 1)), (True, 0, None, ("model.name", "m"))]
+    assert keys == sorted(repr(key) for key in [*expected, (False, 0, None, ("model.name", "m"))])
 
 
 def test_one_scope_object_under_two_resources_keeps_each_resource() -> None:

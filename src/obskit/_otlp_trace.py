@@ -84,6 +84,13 @@ _SPAN_KV_CACHE_MAX: Final = 4096
 _span_kv_cache: dict[tuple[str, str | int], bytes] = {}
 _STR_OR_INT: Final = frozenset({str, int})
 _STR: Final = frozenset({str})
+# An EndedSpan item's fields that repeat from call to call (a stage span's: all but its ids and times), keyed by
+# (name, kind value, remote parent, status code value, status description, flat attributes or () for a large set)
+# -> (the name and kind fields, the attribute (small set), status and flags fields, the positions of the int
+# values in the flat attributes). Same rules as _block_cache (exact str keys, exact str or int values, a hit
+# checks the ints' types); cleared when full.
+_ITEM_CACHE_MAX: Final = 1024
+_item_cache: dict[tuple[Any, ...], tuple[bytes, bytes, tuple[int, ...]]] = {}
 # Span name -> (its kind, the encoded name and kind fields); cleared when full.
 _NAME_CACHE_MAX: Final = 1024
 _name_cache: dict[str, tuple[SpanKind, bytes]] = {}
@@ -610,6 +617,52 @@ def _ended_message(item: EndedSpan) -> bytes:
     """:func:`_message` of an :data:`EndedSpan` (no events, links, trace state or dropped attributes)."""
     _, name, kind, trace_id, span_id, parent_id, remote, start, end, flat, code, description = item
     small = len(flat) <= 2 * _BLOCK_MAX_ITEMS
+    # The export thread's main cost (four spans per request): the fields that repeat come from _item_cache,
+    # only ids and times (and a server span's attributes, pair by pair) are encoded per item. ~1.5x cheaper
+    # than _compose, which takes what this cannot key.
+    head, fields = b"", None
+    if start and end:
+        if small:
+            key = (name, kind, remote, code, description, flat)
+            try:
+                entry = _item_cache.get(key)
+            except TypeError:  # an unhashable value (never in a queued item; as _compose does)
+                entry = None
+            else:
+                if entry is None:
+                    entry = _item_entry(key, flat)
+            if entry is not None:
+                head, fields = entry[0], entry[1]
+                for i in entry[2]:  # equal is not enough for an int: True == 1 == 1.0
+                    if type(flat[i]) is not int:
+                        fields = None
+                        break
+        else:
+            half = len(flat) // 2
+            values = flat[half:]
+            if _STR_OR_INT.issuperset(map(type, values)) and _STR.issuperset(map(type, flat[:half])):
+                key = (name, kind, remote, code, description, ())
+                entry = _item_cache.get(key)
+                if entry is None:
+                    entry = _item_entry(key, ())
+                if entry is not None:
+                    try:
+                        block = b"".join(map(_span_kv_cache.__getitem__, zip(flat[:half], values, strict=True)))
+                    except KeyError:
+                        block = _span_pairs(_unflatten(flat))
+                    head, fields = entry[0], block + entry[1]
+        if fields is not None:
+            trace_field = _T_TRACE_ID + trace_id.to_bytes(16, "big")
+            if parent_id:
+                ids = _pack_ids_parent(trace_field, _T_SPAN_ID, span_id, _T_PARENT_SPAN_ID, parent_id)
+            else:
+                ids = _pack_ids(trace_field, _T_SPAN_ID, span_id)
+            body = b"".join((ids, head, _pack_times(_T_START_BYTE, start, _T_END_BYTE, end), fields))
+            size = len(body)
+            prefix = _prefix_cache.get(size)
+            if prefix is None:
+                prefix = _span_prefix(size)
+            return prefix + body
     return _compose(
         trace_id,
         span_id,
@@ -627,6 +680,31 @@ def _ended_message(item: EndedSpan) -> bytes:
         _NO_ITEMS,
         _NO_ITEMS,
     )
+
+
+def _item_entry(key: tuple[Any, ...], flat: tuple[Any, ...]) -> tuple[bytes, bytes, tuple[int, ...]] | None:
+    """The _item_cache entry of an item's repeating fields (stored), or None when they cannot be cached.
+
+    ``flat``: the attributes in the entry (a small set), or ``()`` (a large set, encoded per item).
+    """
+    name, kind, remote, code, description, _ = key
+    half = len(flat) // 2
+    if not (_STR.issuperset(map(type, flat[:half])) and _STR_OR_INT.issuperset(map(type, flat[half:]))):
+        return None
+    block = _span_pairs(_unflatten(flat)) if flat else b""
+    if len(block) > _BLOCK_MAX_BYTES:
+        return None
+    head = (_string(_T_NAME, name) if name else b"") + _KIND[id(_KINDS[kind])]
+    status = _status_field(_status_of(code, description))
+    entry = (
+        head,
+        block + status + (_FLAGS_REMOTE if remote else _FLAGS_LOCAL),
+        tuple(i for i in range(half, len(flat)) if type(flat[i]) is int),
+    )
+    if len(_item_cache) >= _ITEM_CACHE_MAX:
+        _item_cache.clear()
+    _item_cache[key] = entry
+    return entry
 
 
 def _status_of(code: int, description: str | None) -> Status:
