@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import contextlib
 import io
+import itertools
 import json
 import os
 import pstats
@@ -127,9 +128,13 @@ def _flask_driver(app: Any) -> Any:
         if not status.startswith("200"):
             raise RuntimeError(status)
 
+    # gunicorn's sync worker (bench_http.py) serves one request per connection: a new client port every time.
+    ports = itertools.cycle([str(port) for port in range(32768, 61000)])
+
     def _drive_wsgi(n: int) -> None:
         for _ in range(n):
             environ = dict(base)
+            environ["REMOTE_PORT"] = next(ports)
             environ["wsgi.input"] = io.BytesIO(BODY)
             result = app(environ, start_response)
             for _chunk in result:

@@ -602,6 +602,10 @@ def test_ended_items_share_their_repeating_fields_but_never_across_types(rec: Re
     assert [key[1:] for key in _otlp_trace._item_cache if key[0] == "GET /x"] == [
         (SpanKind.SERVER.value, False, 0, None, ())
     ]
+    # Its pairs are cached, but for the client's port: a new one with every connection would fill the cache.
+    cached = {key for key, _value in _otlp_trace._span_kv_cache}
+    assert {"k0", "n"} <= cached
+    assert "client.port" not in cached
     keys = sorted(repr(key[2:]) for key in _otlp_trace._item_cache if key[0] == "stage")
     expected = [(False, 0, None, ("model.name", "n", "m", v)) for v in (1, 7, "fast", 0)]
     expected += [(False, 2, "other", ("model.name", "n", "m", 1)), (True, 0, None, ("model.name", "m"))]

@@ -82,6 +82,9 @@ _BLOCK_MAX_BYTES: Final = 1024
 _block_cache: dict[tuple[Any, ...], tuple[bytes, tuple[int, ...]]] = {}
 _SPAN_KV_CACHE_MAX: Final = 4096
 _span_kv_cache: dict[tuple[str, str | int], bytes] = {}
+# Never in _span_kv_cache: a new value with nearly every connection (a server without keep-alive, gunicorn's sync
+# worker: every request). Cached, they would fill it with one-off pairs and clear it every few thousand requests.
+_PER_CONNECTION_KEYS: Final = frozenset({"client.port", "network.peer.port"})
 _STR_OR_INT: Final = frozenset({str, int})
 _STR: Final = frozenset({str})
 # An EndedSpan item's fields that repeat from call to call (a stage span's: all but its ids and times), keyed by
@@ -402,18 +405,23 @@ def _span_prefix(size: int) -> bytes:
     return prefix
 
 
-def _span_pairs(attributes: Mapping[str, str | int]) -> bytes:
+def _span_pairs(pairs: Sequence[tuple[str, str | int]]) -> bytes:
     """The attribute fields of a span whose values are all exactly str or int, pair by pair through the cache."""
     cache = _span_kv_cache
-    encoded = list(map(cache.get, attributes.items()))
+    encoded = list(map(cache.get, pairs))
     if None in encoded:
-        for i, (key, value) in enumerate(attributes.items()):
+        for i, pair in enumerate(pairs):
             if encoded[i] is None:
-                pair = encoded[i] = _T_ATTR + _key_value(key, value)
-                if type(key) is str and (type(value) is int or len(value) <= _KV_CACHE_MAX_STR):  # type: ignore[arg-type]
+                key, value = pair
+                field = encoded[i] = _T_ATTR + _key_value(key, value)
+                if (
+                    type(key) is str
+                    and key not in _PER_CONNECTION_KEYS
+                    and (type(value) is int or len(value) <= _KV_CACHE_MAX_STR)  # type: ignore[arg-type]
+                ):
                     if len(cache) >= _SPAN_KV_CACHE_MAX:
                         cache.clear()
-                    cache[key, value] = pair
+                    cache[pair] = field
     return b"".join(encoded)  # type: ignore[arg-type]  # no None left
 
 
@@ -424,7 +432,7 @@ def _span_block(key: tuple[Any, ...], attributes: Mapping[str, Any]) -> bytes:
     """
     if not (_STR_OR_INT.issuperset(map(type, attributes.values())) and _STR.issuperset(map(type, attributes))):
         return _attributes_field(_T_ATTR, attributes)
-    block = _span_pairs(attributes)
+    block = _span_pairs(tuple(attributes.items()))
     if len(block) <= _BLOCK_MAX_BYTES:
         ints = tuple(i for i in range(len(attributes), len(key)) if type(key[i]) is int)
         if len(_block_cache) >= _BLOCK_CACHE_MAX:
@@ -646,10 +654,7 @@ def _ended_message(item: EndedSpan) -> bytes:
                 if entry is None:
                     entry = _item_entry(key, ())
                 if entry is not None:
-                    try:
-                        block = b"".join(map(_span_kv_cache.__getitem__, zip(flat[:half], values, strict=True)))
-                    except KeyError:
-                        block = _span_pairs(_unflatten(flat))
+                    block = _span_pairs(tuple(zip(flat[:half], values, strict=True)))
                     head, fields = entry[0], block + entry[1]
         if fields is not None:
             trace_field = _T_TRACE_ID + trace_id.to_bytes(16, "big")
@@ -691,7 +696,7 @@ def _item_entry(key: tuple[Any, ...], flat: tuple[Any, ...]) -> tuple[bytes, byt
     half = len(flat) // 2
     if not (_STR.issuperset(map(type, flat[:half])) and _STR_OR_INT.issuperset(map(type, flat[half:]))):
         return None
-    block = _span_pairs(_unflatten(flat)) if flat else b""
+    block = _span_pairs(tuple(zip(flat[:half], flat[half:], strict=True)))
     if len(block) > _BLOCK_MAX_BYTES:
         return None
     head = (_string(_T_NAME, name) if name else b"") + _KIND[id(_KINDS[kind])]
@@ -795,7 +800,7 @@ def _compose(
         try:
             block = b"".join(map(_span_kv_cache.__getitem__, attributes.items()))
         except KeyError:
-            block = _span_pairs(attributes)
+            block = _span_pairs(tuple(attributes.items()))
     else:
         block = _attributes_field(_T_ATTR, attributes)
 
