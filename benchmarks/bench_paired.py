@@ -12,6 +12,9 @@ A noisy minute moves every configuration's slices alike, so the *per-slice diffe
 configuration is steady where fresh-process figures (profile_obskit.py, bench_http.py) move by 10-20%: the
 median of those differences is the added CPU µs per request, with its interquartile range.
 
+``BENCH_GC=off`` disables the garbage collector in every child after its warm-up (an experiment: the collector's
+share of a difference).
+
 Not a substitute for bench_http.py (no HTTP server, no socket): it is the tool to decide whether a change of a
 few µs per request is real.
 """

@@ -589,6 +589,8 @@ def test_ended_items_share_their_repeating_fields_but_never_across_types(rec: Re
         server = {f"k{i}": f"v{i}" for i in range(_otlp_trace._BLOCK_MAX_ITEMS)} | {"client.port": port, "n": 1}
         with tracer.start_as_current_span("GET /x", kind=SpanKind.SERVER, attributes=server):
             pass
+        with tracer.start_as_current_span("GET /x", kind=SpanKind.SERVER):  # no attributes: the same key
+            pass
     spans = rec.spans()
     items = [ended(s) for s in spans]
     assert all(type(item) is tuple for item in items)
