@@ -189,6 +189,8 @@ class Instruments:
         self.response_size = _Histogram(create_http_server_response_body_size(meter))
         self.request_size = _Histogram(create_http_server_request_body_size(meter))
         self.active = _UpDown(create_http_server_active_requests(meter))
+        # key -> the three histograms' cached series (None: none yet): one lookup per request, not three.
+        self._all: dict[tuple[Any, ...], tuple[Any, Any, Any]] = {}
 
     def record(
         self,
@@ -199,23 +201,30 @@ class Instruments:
         response_length: int | None,
         request_length: int | None,
     ) -> None:
-        """The duration and body-size records of one request (cached series looked up here: a call less each)."""
+        """The duration and body-size records of one request (the three cached series found with one lookup)."""
         trace_id = span_id = 0
         if span is not INVALID_SPAN:
             span_context = span.get_span_context()
             if span_context[TRACE_FLAGS] & 1:  # sampled: exemplars as the SDK's default trace_based filter
                 trace_id, span_id = span_context[TRACE_ID], span_context[SPAN_ID]
-        for histogram, value in (
-            (self.duration, duration),
-            (self.response_size, response_length or None),  # as contrib: a Content-Length of 0 is not recorded
-            (self.request_size, request_length),
-        ):
+        found = self._all.get(key)
+        if found is not None:
+            durations, responses, requests = found
+            # A body size without a cached series yet (a first body for this key) takes the path below.
+            if (responses is not None or not response_length) and (requests is not None or request_length is None):
+                durations.record(duration, trace_id, span_id)
+                if response_length:  # as contrib: a Content-Length of 0 is not recorded
+                    responses.record(response_length, trace_id, span_id)
+                if request_length is not None:
+                    requests.record(request_length, trace_id, span_id)
+                return
+        histograms = (self.duration, self.response_size, self.request_size)
+        for histogram, value in zip(histograms, (duration, response_length or None, request_length), strict=True):
             if value is not None:
-                series = histogram._series.get(key)
-                if series is not None:
-                    series.record(value, trace_id, span_id)
-                else:
-                    histogram.record(value, key, attributes, span, trace_id, span_id)
+                histogram.record(value, key, attributes, span, trace_id, span_id)
+        durations = self.duration._series.get(key)
+        if durations is not None and (found is not None or len(self._all) < _MAX_CACHED):
+            self._all[key] = (durations, self.response_size._series.get(key), self.request_size._series.get(key))
 
 
 class HeaderCapture:
