@@ -130,6 +130,7 @@ def _cold_caches() -> None:
     _otlp_trace._span_kv_cache.clear()
     _otlp_trace._block_cache.clear()
     _otlp_trace._item_cache.clear()
+    _otlp_trace._connection_pairs.clear()
     _otlp_trace._name_cache.clear()
     _otlp_trace._prefix_cache.clear()
     _otlp_trace._resource_cache.clear()
@@ -604,14 +605,38 @@ def test_ended_items_share_their_repeating_fields_but_never_across_types(rec: Re
     assert [key[1:] for key in _otlp_trace._item_cache if key[0] == "GET /x"] == [
         (SpanKind.SERVER.value, False, 0, None, ())
     ]
-    # Its pairs are cached, but for the client's port: a new one with every connection would fill the cache.
-    cached = {key for key, _value in _otlp_trace._span_kv_cache}
-    assert {"k0", "n"} <= cached
-    assert "client.port" not in cached
+    # Its pairs are cached, the client's two ports too (as a keep-alive server's few repeat).
+    cached = [key for key, _value in _otlp_trace._span_kv_cache]
+    assert {"k0", "n"} <= set(cached)
+    assert cached.count("client.port") == 2
     keys = sorted(repr(key[2:]) for key in _otlp_trace._item_cache if key[0] == "stage")
     expected = [(False, 0, None, ("model.name", "n", "m", v)) for v in (1, 7, "fast", 0)]
     expected += [(False, 2, "other", ("model.name", "n", "m", 1)), (True, 0, None, ("model.name", "m"))]
     assert keys == sorted(repr(key) for key in [*expected, (False, 0, None, ("model.name", "m"))])
+
+
+def test_a_new_client_port_per_request_neither_fills_nor_clears_the_pair_cache(rec: Recorder) -> None:
+    """Without keep-alive every request has a new client port: at most _CONNECTION_PAIRS_MAX of them stay cached,
+    and the pairs that repeat stay."""
+    tracer = rec.tracer()
+    count = _otlp_trace._SPAN_KV_CACHE_MAX + 100
+    attributes = {f"k{i}": f"v{i}" for i in range(_otlp_trace._BLOCK_MAX_ITEMS)}
+    for port in range(count):
+        with tracer.start_as_current_span(
+            "GET /x", kind=SpanKind.SERVER, attributes={**attributes, "client.port": port}
+        ):
+            pass
+    spans = rec.spans()
+    items = [ended(s) for s in spans]
+    assert encode_spans(items[:10]) == sdk_bytes(spans[:10])  # type: ignore[arg-type]
+    kept = dict(_otlp_trace._span_kv_cache)  # (key, value) -> its encoded field
+    encode_spans(items)  # type: ignore[arg-type]
+    assert encode_spans(items[-10:]) == sdk_bytes(spans[-10:])  # type: ignore[arg-type]
+    ports = [value for key, value in _otlp_trace._span_kv_cache if key == "client.port"]
+    assert 0 < len(ports) <= _otlp_trace._CONNECTION_PAIRS_MAX
+    assert max(ports) == count - 1  # the latest ones
+    # Never cleared: the repeating pairs cached by the first ten spans are the same objects.
+    assert all(_otlp_trace._span_kv_cache.get(pair) is kept[pair] for pair in attributes.items())
 
 
 def test_one_scope_object_under_two_resources_keeps_each_resource() -> None:

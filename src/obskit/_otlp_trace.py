@@ -82,9 +82,12 @@ _BLOCK_MAX_BYTES: Final = 1024
 _block_cache: dict[tuple[Any, ...], tuple[bytes, tuple[int, ...]]] = {}
 _SPAN_KV_CACHE_MAX: Final = 4096
 _span_kv_cache: dict[tuple[str, str | int], bytes] = {}
-# Never in _span_kv_cache: a new value with nearly every connection (a server without keep-alive, gunicorn's sync
-# worker: every request). Cached, they would fill it with one-off pairs and clear it every few thousand requests.
+# A new value with every connection: with keep-alive (uvicorn) a few values repeat, without (gunicorn's sync
+# worker) every request brings one. At most _CONNECTION_PAIRS_MAX of them stay in _span_kv_cache, removed
+# together when there are more: they must not fill it and clear the pairs that repeat every few thousand requests.
 _PER_CONNECTION_KEYS: Final = frozenset({"client.port", "network.peer.port"})
+_CONNECTION_PAIRS_MAX: Final = 64
+_connection_pairs: list[tuple[str, str | int]] = []
 _STR_OR_INT: Final = frozenset({str, int})
 _STR: Final = frozenset({str})
 # An EndedSpan item's fields that repeat from call to call (a stage span's: all but its ids and times), keyed by
@@ -414,11 +417,13 @@ def _span_pairs(pairs: Sequence[tuple[str, str | int]]) -> bytes:
             if encoded[i] is None:
                 key, value = pair
                 field = encoded[i] = _T_ATTR + _key_value(key, value)
-                if (
-                    type(key) is str
-                    and key not in _PER_CONNECTION_KEYS
-                    and (type(value) is int or len(value) <= _KV_CACHE_MAX_STR)  # type: ignore[arg-type]
-                ):
+                if type(key) is str and (type(value) is int or len(value) <= _KV_CACHE_MAX_STR):  # type: ignore[arg-type]
+                    if key in _PER_CONNECTION_KEYS:
+                        if len(_connection_pairs) >= _CONNECTION_PAIRS_MAX:
+                            for old in _connection_pairs:
+                                cache.pop(old, None)
+                            _connection_pairs.clear()
+                        _connection_pairs.append(pair)
                     if len(cache) >= _SPAN_KV_CACHE_MAX:
                         cache.clear()
                     cache[pair] = field
@@ -655,7 +660,11 @@ def _ended_message(item: EndedSpan) -> bytes:
                 if entry is None:
                     entry = _item_entry(key, ())
                 if entry is not None:
-                    block = _span_pairs(tuple(zip(flat[:half], values, strict=True)))
+                    pairs = tuple(zip(flat[:half], values, strict=True))
+                    try:  # every pair cached (a keep-alive connection's port too): the common case
+                        block = b"".join(map(_span_kv_cache.__getitem__, pairs))
+                    except KeyError:
+                        block = _span_pairs(pairs)
                     head, fields = entry[0], block + entry[1]
         if fields is not None:
             trace_field = _T_TRACE_ID + trace_id.to_bytes(16, "big")
