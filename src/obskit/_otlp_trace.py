@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import struct
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from opentelemetry.attributes import BoundedAttributes
@@ -430,12 +430,17 @@ def _span_pairs(pairs: Sequence[tuple[str, str | int]]) -> bytes:
     return b"".join(encoded)  # type: ignore[arg-type]  # no None left
 
 
+def _plain_pairs(keys: Iterable[Any], values: Iterable[Any]) -> bool:
+    """Whether attributes may go through the caches keyed by contents: keys exactly str, values exactly str or int."""
+    return _STR.issuperset(map(type, keys)) and _STR_OR_INT.issuperset(map(type, values))
+
+
 def _span_block(key: tuple[Any, ...], attributes: Mapping[str, Any]) -> bytes:
     """The attribute fields of a span with few attributes, remembered by ``key`` (its keys, then its values).
 
     Remembered only when the keys are all exactly str and the values exactly str or int (see ``_block_cache``).
     """
-    if not (_STR_OR_INT.issuperset(map(type, attributes.values())) and _STR.issuperset(map(type, attributes))):
+    if not _plain_pairs(attributes, attributes.values()):
         return _attributes_field(_T_ATTR, attributes)
     block = _span_pairs(tuple(attributes.items()))
     if len(block) <= _BLOCK_MAX_BYTES:
@@ -654,6 +659,7 @@ def _ended_message(item: EndedSpan) -> bytes:
         else:
             half = len(flat) // 2
             values = flat[half:]
+            # _plain_pairs() inlined (once per server span)
             if _STR_OR_INT.issuperset(map(type, values)) and _STR.issuperset(map(type, flat[:half])):
                 key = (name, kind, remote, code, description, ())
                 entry = _item_cache.get(key)
@@ -704,7 +710,7 @@ def _item_entry(key: tuple[Any, ...], flat: tuple[Any, ...]) -> tuple[bytes, byt
     """
     name, kind, remote, code, description, _ = key
     half = len(flat) // 2
-    if not (_STR.issuperset(map(type, flat[:half])) and _STR_OR_INT.issuperset(map(type, flat[half:]))):
+    if not _plain_pairs(flat[:half], flat[half:]):
         return None
     block = _span_pairs(tuple(zip(flat[:half], flat[half:], strict=True)))
     if len(block) > _BLOCK_MAX_BYTES:
