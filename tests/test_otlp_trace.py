@@ -586,7 +586,7 @@ def test_ended_items_share_their_repeating_fields_but_never_across_types(rec: Re
             pass
         with tracer.start_as_current_span("stage", attributes={"model.name": "m"}):  # a root
             pass
-        # A server span's attribute set, larger than _BLOCK_MAX_ITEMS: encoded pair by pair, per item.
+        # A server span's attribute set, larger than _BLOCK_MAX_ITEMS: one _item_cache entry, the port per item.
         server = {f"k{i}": f"v{i}" for i in range(_otlp_trace._BLOCK_MAX_ITEMS)} | {"client.port": port, "n": 1}
         with tracer.start_as_current_span("GET /x", kind=SpanKind.SERVER, attributes=server):
             pass
@@ -602,22 +602,24 @@ def test_ended_items_share_their_repeating_fields_but_never_across_types(rec: Re
     # One entry per distinct (name, kind, parent, status, contents) whose values are exactly str or int: True,
     # 1.0, enums and str subclasses are never keyed (they meet 1's, 7's and "fast"'s entries and take _compose's
     # path). A remote parent and a root: two entries of the same contents.
-    assert [key[1:] for key in _otlp_trace._item_cache if key[0] == "GET /x"] == [
-        (SpanKind.SERVER.value, False, 0, None, ())
-    ]
-    # Its pairs are cached, the client's two ports too (as a keep-alive server's few repeat).
+    # The server span: one entry for all its ports (True and 1.0 take _compose's path), none of them cached;
+    # without attributes, another.
+    server_keys = [key for key in _otlp_trace._item_cache if key[0] == "GET /x"]
+    assert [key[1:5] for key in server_keys] == [(SpanKind.SERVER.value, False, 0, None)] * 2
+    assert [key[5] for key in server_keys if key[6] == ()] == [()]
     cached = [key for key, _value in _otlp_trace._span_kv_cache]
     assert {"k0", "n"} <= set(cached)
-    assert cached.count("client.port") == 2
+    assert "client.port" not in cached
     keys = sorted(repr(key[2:]) for key in _otlp_trace._item_cache if key[0] == "stage")
-    expected = [(False, 0, None, ("model.name", "n", "m", v)) for v in (1, 7, "fast", 0)]
-    expected += [(False, 2, "other", ("model.name", "n", "m", 1)), (True, 0, None, ("model.name", "m"))]
-    assert keys == sorted(repr(key) for key in [*expected, (False, 0, None, ("model.name", "m"))])
+    expected = [(False, 0, None, ("model.name", "n", "m", v), ()) for v in (1, 7, "fast", 0)]
+    expected += [(False, 2, "other", ("model.name", "n", "m", 1), ()), (True, 0, None, ("model.name", "m"), ())]
+    assert keys == sorted(repr(key) for key in [*expected, (False, 0, None, ("model.name", "m"), ())])
 
 
-def test_a_new_client_port_per_request_neither_fills_nor_clears_the_pair_cache(rec: Recorder) -> None:
-    """Without keep-alive every request has a new client port: at most _CONNECTION_PAIRS_MAX of them stay cached,
-    and the pairs that repeat stay."""
+def test_a_new_client_port_per_request_neither_fills_nor_clears_the_caches(rec: Recorder) -> None:
+    """Without keep-alive every request has a new client port: a queued item's port is encoded per item (one
+    _item_cache entry for all), a span's goes through the pair cache, where at most _CONNECTION_PAIRS_MAX ports
+    stay cached; the pairs that repeat stay."""
     tracer = rec.tracer()
     count = _otlp_trace._SPAN_KV_CACHE_MAX + 100
     attributes = {f"k{i}": f"v{i}" for i in range(_otlp_trace._BLOCK_MAX_ITEMS)}
@@ -632,11 +634,60 @@ def test_a_new_client_port_per_request_neither_fills_nor_clears_the_pair_cache(r
     kept = dict(_otlp_trace._span_kv_cache)  # (key, value) -> its encoded field
     encode_spans(items)  # type: ignore[arg-type]
     assert encode_spans(items[-10:]) == sdk_bytes(spans[-10:])  # type: ignore[arg-type]
+    assert len(_otlp_trace._item_cache) == 1
+    assert [value for key, value in _otlp_trace._span_kv_cache if key == "client.port"] == []
+    assert encode_spans(spans) == sdk_bytes(spans)  # the spans themselves: pair by pair
     ports = [value for key, value in _otlp_trace._span_kv_cache if key == "client.port"]
     assert 0 < len(ports) <= _otlp_trace._CONNECTION_PAIRS_MAX
     assert max(ports) == count - 1  # the latest ones
-    # Never cleared: the repeating pairs cached by the first ten spans are the same objects.
+    # Never cleared: the repeating pairs cached by the first ten items are the same objects.
     assert all(_otlp_trace._span_kv_cache.get(pair) is kept[pair] for pair in attributes.items())
+
+
+def test_an_item_with_attributes_past_the_entry_bound_is_encoded_without_an_entry(rec: Recorder) -> None:
+    """Attributes longer than _ITEM_MAX_BYTES in all are not kept in _item_cache, and still encode as the SDK's."""
+    tracer = rec.tracer()
+    attributes = {f"k{i}": "v" * 200 for i in range(_otlp_trace._ITEM_MAX_BYTES // 200 + 1)}
+    for port in (40000, 40001):
+        with tracer.start_as_current_span(
+            "GET /x", kind=SpanKind.SERVER, attributes={**attributes, "client.port": port}
+        ):
+            pass
+    spans = rec.spans()
+    items = [ended(s) for s in spans]
+    assert encode_spans(items) == sdk_bytes(spans)  # type: ignore[arg-type]
+    assert _otlp_trace._item_cache == {}
+
+
+@pytest.mark.parametrize("position", ["first", "middle", "last", "absent"])
+def test_a_server_span_item_encodes_its_client_port_per_item(rec: Recorder, position: str) -> None:
+    """Every port varint length, values no port has (out of range, negative, bool, float, str) and the port
+    anywhere in a large set: byte-identical to the SDK, in one batch and one by one, from cold and warm caches."""
+    tracer = rec.tracer()
+    ports: list[Any] = [0, 1, 127, 128, 16383, 16384, 40000, 65535, 2**21 - 1, 2**21, 2**40, 2**63 - 1, -1, -(2**63)]
+    ports += [True, False, 1.0, "80", 40000, 1]
+    others = {f"k{i}": f"v{i}" for i in range(_otlp_trace._BLOCK_MAX_ITEMS)} | {"n": 7}
+    for port in ports:
+        if position == "first":
+            attributes = {"client.port": port, **others}
+        elif position == "last":
+            attributes = {**others, "client.port": port}
+        elif position == "middle":
+            attributes = {"k": "v", "client.port": port, **others}
+        else:
+            attributes = {**others, "client": port}
+        with tracer.start_as_current_span("GET /x", kind=SpanKind.SERVER, attributes=attributes):
+            pass
+    spans = rec.spans()
+    items = [ended(s) for s in spans]
+    assert all(type(item) is tuple for item in items)
+    for span, item in zip(spans, items, strict=True):
+        assert encode_spans([item]) == sdk_bytes([span])  # type: ignore[list-item]
+    assert encode_spans(items) == sdk_bytes(spans)  # type: ignore[arg-type]
+    entries = [key for key in _otlp_trace._item_cache if key[0] == "GET /x"]
+    # With a port: one entry, whatever the port. Without: one per distinct str or int value of "client" (float and
+    # bool values are never keyed: they meet 1's and 0's entries and take _compose's path).
+    assert len(entries) == (1 if position != "absent" else len({p for p in ports if type(p) in (int, str)}))
 
 
 def test_one_scope_object_under_two_resources_keeps_each_resource() -> None:

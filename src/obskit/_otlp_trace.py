@@ -85,18 +85,24 @@ _span_kv_cache: dict[tuple[str, str | int], bytes] = {}
 # A new value with every connection: with keep-alive (uvicorn) a few values repeat, without (gunicorn's sync
 # worker) every request brings one. At most _CONNECTION_PAIRS_MAX of them stay in _span_kv_cache, removed
 # together when there are more: they must not fill it and clear the pairs that repeat every few thousand requests.
+# (Queued items, obskit's own server spans, keep the client port out of their cache instead: _item_cache.)
 _PER_CONNECTION_KEYS: Final = frozenset({"client.port", "network.peer.port"})
 _CONNECTION_PAIRS_MAX: Final = 64
 _connection_pairs: list[tuple[str, str | int]] = []
 _STR_OR_INT: Final = frozenset({str, int})
 _STR: Final = frozenset({str})
-# An EndedSpan item's fields that repeat from call to call (a stage span's: all but its ids and times), keyed by
-# (name, kind value, remote parent, status code value, status description, flat attributes or () for a large set)
-# -> (the name and kind fields, the attribute (small set), status and flags fields, the positions of the int
-# values in the flat attributes). Same rules as _block_cache (exact str keys, exact str or int values, a hit
-# checks the ints' types); cleared when full.
+# An EndedSpan item's fields that repeat from call to call (a stage span's: all but its ids and times; a server
+# span's: all but its ids, times and client port), keyed by (name, kind value, remote parent, status code value,
+# status description, the flat attributes before the client port's value, those after it) -> (the name and kind
+# fields, the attribute fields before the port's, those after it then the status and flags fields, the positions
+# of the int values in the flat attributes). Without a client port (always for a small set: a stage span), the
+# flat attributes then (). The port is a new value with every connection (gunicorn's sync worker: every
+# request), so it is encoded per item. Same rules as _block_cache (exact str keys, exact str or int values, a hit
+# checks the ints' types); at most _ITEM_MAX_BYTES of attributes per entry; cleared when full.
 _ITEM_CACHE_MAX: Final = 1024
-_item_cache: dict[tuple[Any, ...], tuple[bytes, bytes, tuple[int, ...]]] = {}
+_ITEM_MAX_BYTES: Final = 4096
+_item_cache: dict[tuple[Any, ...], tuple[bytes, bytes, bytes, tuple[int, ...]]] = {}
+_CLIENT_PORT: Final = "client.port"
 # Span name -> (its kind, the encoded name and kind fields); cleared when full.
 _NAME_CACHE_MAX: Final = 1024
 _name_cache: dict[str, tuple[SpanKind, bytes]] = {}
@@ -118,6 +124,8 @@ def _varint(n: int) -> bytes:
         return _VARINT_1[n]
     if n < 0x4000:
         return bytes((n & 0x7F | 0x80, n >> 7))
+    if n < 0x200000:  # a client port above 16383, one per server span
+        return bytes((n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14))
     out = bytearray()
     while n >= 0x80:
         out.append(n & 0x7F | 0x80)
@@ -635,50 +643,48 @@ def _ended_message(item: EndedSpan) -> bytes:
     """:func:`_message` of an :data:`EndedSpan` (no events, links, trace state or dropped attributes)."""
     _, name, kind, trace_id, span_id, parent_id, remote, start, end, flat, code, description = item
     small = len(flat) <= 2 * _BLOCK_MAX_ITEMS
-    # The export thread's main cost (four spans per request): the fields that repeat come from _item_cache,
-    # only ids and times (and a server span's attributes, pair by pair) are encoded per item: ~1.2x cheaper
-    # than _compose, which takes what this cannot key. (A large set's key ends in (), as an item without
-    # attributes does: both entries are built from no attributes, so they are the same.)
-    head, fields = b"", None
+    # The export thread's main cost (four spans per request): the fields that repeat come from _item_cache, only
+    # ids and times (and a server span's client port) are encoded per item; _compose takes what this cannot key.
+    head, fields, port_field, after = b"", None, b"", b""
     if start and end:
+        key: tuple[Any, ...]
+        at = 0
         if small:
-            key = (name, kind, remote, code, description, flat)
-            try:
-                entry = _item_cache.get(key)
-            except TypeError:  # an unhashable value (never in a queued item; as _compose does)
-                entry = None
-            else:
-                if entry is None:
-                    entry = _item_entry(key, flat)
-            if entry is not None:
-                head, fields = entry[0], entry[1]
-                for i in entry[2]:  # equal is not enough for an int: True == 1 == 1.0
-                    if type(flat[i]) is not int:
-                        fields = None
-                        break
+            key = (name, kind, remote, code, description, flat, ())
         else:
-            half = len(flat) // 2
-            values = flat[half:]
-            # _plain_pairs() inlined (once per server span)
-            if _STR_OR_INT.issuperset(map(type, values)) and _STR.issuperset(map(type, flat[:half])):
-                key = (name, kind, remote, code, description, ())
-                entry = _item_cache.get(key)
-                if entry is None:
-                    entry = _item_entry(key, ())
-                if entry is not None:
-                    pairs = tuple(zip(flat[:half], values, strict=True))
-                    try:  # every pair cached (a keep-alive connection's port too): the common case
-                        block = b"".join(map(_span_kv_cache.__getitem__, pairs))
-                    except KeyError:
-                        block = _span_pairs(pairs)
-                    head, fields = entry[0], block + entry[1]
+            try:  # the port's value: a new one with every connection, so it is left out of the key
+                at = flat.index(_CLIENT_PORT, 0, len(flat) >> 1) + (len(flat) >> 1)
+            except ValueError:
+                key = (name, kind, remote, code, description, flat, ())
+            else:
+                key = (name, kind, remote, code, description, flat[:at], flat[at + 1 :])
+        try:
+            entry = _item_cache.get(key)
+        except TypeError:  # an unhashable value (never in a queued item; as _compose does)
+            entry = None
+        else:
+            if entry is None:
+                entry = _item_entry(key, at)
+        if entry is not None:
+            head, fields, after = entry[0], entry[1], entry[2]
+            if at:
+                port = flat[at]
+                if type(port) is int and 0 <= port < 0x200000:
+                    port_field = _port_fields[0 if port < 0x80 else 1 if port < 0x4000 else 2] + _varint(port)
+                else:
+                    fields = None
+            for i in entry[3]:  # equal is not enough for an int: True == 1 == 1.0
+                if type(flat[i]) is not int:
+                    fields = None
+                    break
         if fields is not None:
             trace_field = _T_TRACE_ID + trace_id.to_bytes(16, "big")
             if parent_id:
                 ids = _pack_ids_parent(trace_field, _T_SPAN_ID, span_id, _T_PARENT_SPAN_ID, parent_id)
             else:
                 ids = _pack_ids(trace_field, _T_SPAN_ID, span_id)
-            body = b"".join((ids, head, _pack_times(_T_START_BYTE, start, _T_END_BYTE, end), fields))
+            times = _pack_times(_T_START_BYTE, start, _T_END_BYTE, end)
+            body = b"".join((ids, head, times, fields, port_field, after))
             size = len(body)
             prefix = _prefix_cache.get(size)
             if prefix is None:
@@ -703,29 +709,47 @@ def _ended_message(item: EndedSpan) -> bytes:
     )
 
 
-def _item_entry(key: tuple[Any, ...], flat: tuple[Any, ...]) -> tuple[bytes, bytes, tuple[int, ...]] | None:
+def _item_entry(key: tuple[Any, ...], at: int) -> tuple[bytes, bytes, bytes, tuple[int, ...]] | None:
     """The _item_cache entry of an item's repeating fields (stored), or None when they cannot be cached.
 
-    ``flat``: the attributes in the entry (a small set), or ``()`` (a large set, encoded per item).
+    ``at``: the position in the item's flat attributes of the client port's value (left out of the key and the
+    entry), or 0.
     """
-    name, kind, remote, code, description, _ = key
+    name, kind, remote, code, description, before, after = key
+    flat = (*before, 0, *after) if at else before  # 0: any int (the port is checked and encoded per item)
     half = len(flat) // 2
     if not _plain_pairs(flat[:half], flat[half:]):
         return None
-    block = _span_pairs(tuple(zip(flat[:half], flat[half:], strict=True)))
-    if len(block) > _BLOCK_MAX_BYTES:
+    pairs = tuple(zip(flat[:half], flat[half:], strict=True))
+    split = at - half if at else half
+    first, rest = _span_pairs(pairs[:split]), _span_pairs(pairs[split + 1 :])
+    if len(first) + len(rest) > _ITEM_MAX_BYTES:
         return None
     head = (_string(_T_NAME, name) if name else b"") + _KIND[id(_KINDS[kind])]
     status = _status_field(_status_of(code, description))
     entry = (
         head,
-        block + status + (_FLAGS_REMOTE if remote else _FLAGS_LOCAL),
-        tuple(i for i in range(half, len(flat)) if type(flat[i]) is int),
+        first,
+        rest + status + (_FLAGS_REMOTE if remote else _FLAGS_LOCAL),
+        tuple(i for i in range(half, len(flat)) if i != at and type(flat[i]) is int),
     )
     if len(_item_cache) >= _ITEM_CACHE_MAX:
         _item_cache.clear()
     _item_cache[key] = entry
     return entry
+
+
+# The client port's attribute field up to its value's varint, by the varint's length - 1 (ports below 2**21):
+# _T_ATTR + _key_value("client.port", port) is this + _varint(port).
+_port_fields: Final = tuple(
+    _T_ATTR
+    + _varint(len(_string(_T_KV_KEY, _CLIENT_PORT)) + 2 + 1 + length)
+    + _string(_T_KV_KEY, _CLIENT_PORT)
+    + _T_KV_VALUE
+    + _varint(1 + length)
+    + _T_INT
+    for length in (1, 2, 3)
+)
 
 
 def _status_of(code: int, description: str | None) -> Status:
