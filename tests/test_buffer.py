@@ -289,6 +289,56 @@ def test_a_backlog_is_merged_into_few_valid_requests(make_buffer):
     assert names == [f"s{i}" for i in range(100)]
 
 
+def test_batches_arriving_within_the_linger_share_one_request(make_buffer):
+    """A batch waits for others (up to the linger); once linger_bytes are buffered they go at once, as one."""
+    spans = _spans(8)
+    payloads = [_span_payload(spans[i : i + 2]) for i in range(0, 8, 2)]
+    three = sum(len(payload) + BATCH_OVERHEAD_BYTES for payload in payloads[:3])
+    sender = FakeSender()
+    buffer = make_buffer(sender, linger={SPANS: 60.0}, linger_bytes=three + 1)
+    for payload in payloads[:3]:
+        buffer.put(SPANS, payload, 2)
+    with sender.cond:  # nothing goes for a minute: give an eager sender a moment to show itself
+        assert not sender.cond.wait_for(lambda: sender.attempts, 0.3)
+    buffer.put(SPANS, payloads[3], 2)  # past linger_bytes
+    sender.wait_attempts(1)
+    assert [payload for _at, payload, _timeout in sender.attempts] == [b"".join(payloads)]
+    request = ExportTraceServiceRequest.FromString(sender.attempts[0][1])
+    assert [s.name for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans] == [
+        f"s{i}" for i in range(8)
+    ]
+    assert buffer.flush(5)
+    assert _stats(buffer).exported == 8
+
+
+def test_a_lone_batch_is_sent_when_its_linger_ends_and_flush_does_not_wait(make_buffer):
+    """Without company a batch goes after the linger, not before; flush() sends at once whatever lingers."""
+    sender = FakeSender()
+    buffer = make_buffer(sender, linger={SPANS: 0.3})
+    before = time.monotonic()
+    buffer.put(SPANS, b"lone", 1)
+    sender.wait_attempts(1)
+    assert sender.attempts[0][0] - before >= 0.3
+    lingering = make_buffer(FakeSender(), linger={SPANS: 60.0})
+    lingering.put(SPANS, b"flushed", 1)
+    assert lingering.flush(5)
+    assert _stats(lingering).exported == 1
+
+
+def test_only_spans_and_logs_linger(make_buffer):
+    """The buffer obskit builds: spans and logs wait for company, metric points (one export per interval) do not."""
+    from obskit._buffer import LINGER_SECONDS
+    from obskit._config import load_settings
+    from obskit._exporters import export_buffer
+
+    buffer = export_buffer(load_settings({}))
+    assert buffer is not None
+    try:
+        assert buffer._linger == {"spans": LINGER_SECONDS, "logs": LINGER_SECONDS}
+    finally:
+        buffer.shutdown(0.1)
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_forked_child_starts_empty_and_sends_only_its_own(make_buffer):
     """After fork the child has its own empty buffer and sender thread; the parent's data is sent once, by it."""

@@ -15,7 +15,9 @@ How data flows (SPEC §5):
 - The bound (``OBSKIT_EXPORT_BUFFER_BYTES``) is shared by the three signals and counts the exact encoded size of
   every buffered request plus a fixed per-batch overhead. Past it the oldest request of any signal is dropped.
 - Several buffered requests of one signal are sent as one: concatenated OTLP protobuf messages are a valid message
-  whose repeated ``resource_*`` fields are the union, so a backlog drains in few round trips.
+  whose repeated ``resource_*`` fields are the union, so a backlog drains in few round trips. A batch of spans or
+  log records waits up to ``LINGER_SECONDS`` for others to share its request (a gRPC call's CPU cost is mostly
+  fixed); ``flush()``, shutdown and retries do not wait.
 
 Accounting (``obskit.telemetry.*``), per signal, in items (spans, metric data points, log records)::
 
@@ -74,6 +76,12 @@ BATCH_OVERHEAD_BYTES: Final = 200
 # the collector's default gRPC message limit (4 MiB).
 MAX_REQUEST_BYTES: Final = 1024 * 1024
 _MAX_BATCHES_PER_REQUEST: Final = 64
+# Spans and log records come in batches of the SDK processor's size (512 by default), each encoded into a request
+# of its own. Sending each alone costs a fixed ~0.2-0.3 ms of CPU per gRPC call (2.5 µs per request of a model
+# server traced at 100%, benchmarks/README.md), so a batch waits up to LINGER_SECONDS for others to share its call,
+# or until LINGER_BYTES are buffered. flush() and shutdown() do not wait, nor does a signal being retried.
+LINGER_SECONDS: Final = 0.5
+LINGER_BYTES: Final = MAX_REQUEST_BYTES // 2
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -171,6 +179,7 @@ class _Batch:
     items: int
     size: int  # payload + overhead, what counts against the bound
     seq: int  # arrival order across signals: the smallest is the oldest
+    at: float = 0.0  # time.monotonic() when buffered
 
 
 @dataclass(slots=True)
@@ -218,6 +227,8 @@ class ExportBuffer:
         max_bytes: The memory bound shared by the signals (OBSKIT_EXPORT_BUFFER_BYTES).
         backoff: Retry schedule while the collector is away.
         max_request_bytes: Upper bound of a merged request.
+        linger: Per signal, how long a batch may wait for more to share its request (see ``LINGER_SECONDS``).
+        linger_bytes: A signal with this many bytes buffered is sent without waiting.
     """
 
     def __init__(
@@ -227,6 +238,8 @@ class ExportBuffer:
         max_bytes: int,
         backoff: Backoff | None = None,
         max_request_bytes: int = MAX_REQUEST_BYTES,
+        linger: Mapping[str, float] | None = None,
+        linger_bytes: int = LINGER_BYTES,
     ) -> None:
         unknown = set(senders) - set(SIGNALS)
         if unknown:
@@ -235,6 +248,9 @@ class ExportBuffer:
         self.max_bytes = max_bytes
         self._backoff = backoff or Backoff()
         self._max_request_bytes = max_request_bytes
+        self._linger = {signal: seconds for signal, seconds in (linger or {}).items() if seconds > 0}
+        self._linger_bytes = linger_bytes
+        self._flushing = 0  # flush() calls waiting: nothing lingers meanwhile
         self._probes: dict[str, _QueueProbe] = {}
         self._init_state()
         self._closed = False  # shutdown() began: no new data, drain until the deadline
@@ -288,7 +304,7 @@ class ExportBuffer:
                 return
             size = len(payload) + BATCH_OVERHEAD_BYTES
             self._seq += 1
-            state.queue.append(_Batch(signal, payload, items, size, self._seq))
+            state.queue.append(_Batch(signal, payload, items, size, self._seq, time.monotonic()))
             state.items += items
             state.bytes += size
             self._bytes += size
@@ -358,12 +374,30 @@ class ExportBuffer:
     def _ready_signal_locked(self, now: float) -> str | None:
         best: tuple[int, str] | None = None
         for signal, state in self._state.items():
-            if state.queue and self._ready_at[signal] <= now and (best is None or state.queue[0].seq < best[0]):
+            if (
+                state.queue
+                and self._ready_at[signal] <= now
+                and (best is None or state.queue[0].seq < best[0])
+                and self._linger_until_locked(signal, state) <= now
+            ):
                 best = (state.queue[0].seq, signal)
         return None if best is None else best[1]
 
+    def _linger_until_locked(self, signal: str, state: _SignalState) -> float:
+        """When the signal's oldest batch stops waiting for others to share its request (0: it does not wait)."""
+        linger = self._linger.get(signal)
+        if linger is None or state.failures or self._flushing or self._closed:
+            return 0.0
+        if sum(batch.size for batch in state.queue) >= self._linger_bytes:
+            return 0.0
+        return state.queue[0].at + linger
+
     def _wait_time_locked(self, now: float) -> float | None:
-        waits = [self._ready_at[s] - now for s, state in self._state.items() if state.queue]
+        waits = [
+            max(self._ready_at[s], self._linger_until_locked(s, state)) - now
+            for s, state in self._state.items()
+            if state.queue
+        ]
         return max(min(waits), 0.001) if waits else None
 
     def _take_locked(self, signal: str) -> _Flight:
@@ -496,13 +530,17 @@ class ExportBuffer:
         """
         deadline = time.monotonic() + max(timeout, 0.0)
         with self._cond:
-            self._retry_now_locked()
-            while self._pending_locked():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._stopped:
-                    return False
-                self._cond.wait(remaining)
-            return True
+            self._flushing += 1
+            try:
+                self._retry_now_locked()
+                while self._pending_locked():
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or self._stopped:
+                        return False
+                    self._cond.wait(remaining)
+                return True
+            finally:
+                self._flushing -= 1
 
     def shutdown(self, timeout: float) -> bool:
         """Drain within ``timeout`` seconds, then drop (and count) what is left and stop the sender thread.

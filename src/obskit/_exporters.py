@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from . import _semconv as sc
 from ._buffer import (
+    LINGER_SECONDS,
     BufferedLogExporter,
     BufferedMetricExporter,
     BufferedSpanExporter,
@@ -393,7 +394,10 @@ def export_buffer(settings: Settings) -> ExportBuffer | None:
     senders = {_SETTINGS_SIGNAL[signal]: sender(settings, signal) for signal, kind in kinds.items() if kind == "otlp"}
     if not senders:
         return None
-    return ExportBuffer(senders, max_bytes=settings.export_buffer_bytes)
+    # Spans and logs come in many batches a second under load: see LINGER_SECONDS. Metric points come once per
+    # export interval, with nothing to wait for.
+    linger = dict.fromkeys((sc.SIGNAL_SPANS, sc.SIGNAL_LOGS), LINGER_SECONDS)
+    return ExportBuffer(senders, max_bytes=settings.export_buffer_bytes, linger=linger)
 
 
 def span_exporter(settings: Settings, buffer: ExportBuffer | None = None) -> SpanExporter | None:
