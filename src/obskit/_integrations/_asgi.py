@@ -526,23 +526,30 @@ class _Request:
                 record_internal_error("asgi response", exc)
         return self._send(message)
 
-    async def send(self, message: Message) -> None:
-        """The send given to the app when there is a span: it ends once the last body message is sent."""
+    def send(self, message: Message) -> Awaitable[None]:
+        """The send given to the app when there is a span: it ends once the last body message is sent.
+
+        A plain function, as ``send_plain``: only the last body message takes a coroutine of ours (``_send_last``).
+        """
         kind = message["type"]
         if kind == "http.response.start":
             try:
                 self._response_start(message)
             except Exception as exc:
                 record_internal_error("asgi response", exc)
+        elif kind == "http.response.body" and not message.get("more_body", False) and not self.ended:
+            return self._send_last(message)
+        return self._send(message)
+
+    async def _send_last(self, message: Message) -> None:
         await self._send(message)
-        if kind == "http.response.body" and not message.get("more_body", False) and not self.ended:
-            span = self.span
-            if span is not INVALID_SPAN and not message.get("trailers"):
-                try:
-                    self.ended = True
-                    span.end()
-                except Exception as exc:
-                    record_internal_error("asgi span end", exc)
+        span = self.span
+        if span is not INVALID_SPAN and not self.ended and not message.get("trailers"):
+            try:
+                self.ended = True
+                span.end()
+            except Exception as exc:
+                record_internal_error("asgi span end", exc)
 
     def _response_start(self, message: Message) -> None:
         status = message.get("status")
