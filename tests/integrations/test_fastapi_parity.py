@@ -319,3 +319,75 @@ def test_metrics_through_another_meter_provider():
     durations = {dict(k).get("http.route"): p.count for k, p in points["http.server.request.duration"].items()}
     assert durations == {"/items/{item_id}": 1, "/boom": 1}
     assert [p.value for p in points["http.server.active_requests"].values()] == [0]  # +1 and -1 on one series
+
+
+def _scope(path: str, **changes: Any) -> dict[str, Any]:
+    scope: dict[str, Any] = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"model:8000"), (b"user-agent", b"curl/8")],
+        "client": ("10.0.0.1", 40000),
+        "server": ("127.0.0.1", 8000),
+    }
+    scope.update(changes)
+    return scope
+
+
+# Requests whose span attributes share all but the path, the client's address or port (obskit copies the rest from
+# its per-shape template and sets those three), then every element its template key is made of, changed alone.
+SCOPES: list[dict[str, Any]] = [
+    _scope("/items/7"),
+    _scope("/items/8", client=("10.0.0.2", 40001)),
+    _scope("/items/9", client=("10.0.0.1", 9)),
+    _scope("/items/10", client=("", 40002)),
+    _scope("/items/11", client=None),
+    _scope("/items/12", client=("10.0.0.3", None)),
+    _scope("/items/13", server=None),
+    _scope("/items/14", server=("model", 80)),
+    _scope("/items/15", server=["127.0.0.1", 8000]),  # unhashable: built without the template cache
+    _scope("/items/16", http_version="2"),
+    _scope("/items/17", scheme="https"),
+    _scope("/items/18", method="FROBNICATE"),
+    _scope("/items/19", headers=[(b"user-agent", b"Googlebot/2.1")]),
+    _scope("/items/20", headers=[]),
+    _scope("/items/21"),
+    _scope(""),  # no url.path
+]
+
+
+def _drive_scopes(mode: str) -> list[dict[str, Any]]:
+    import asyncio
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    async def run(app: Any) -> None:
+        for scope in SCOPES * 2:
+            await app(dict(scope), receive, send)
+
+    with capture_telemetry(http_instrumentation=mode) as telemetry:
+        asyncio.run(run(_app()))
+        return _spans(telemetry)
+
+
+def test_request_attributes_per_scope_as_contrib():
+    """Every request's span attributes as contrib's, whatever of the scope changes from one request to the next."""
+    contrib, obskit = _drive_scopes("contrib"), _drive_scopes("obskit")
+    assert len(obskit) == len(contrib) == 2 * len(SCOPES)
+    for ours, theirs in zip(obskit, contrib, strict=True):
+        assert ours == theirs
+    # The cases differ where they should: each changed element shows in its span's attributes.
+    first = obskit[0]["attributes"]
+    assert len({tuple(sorted(s["attributes"].items())) for s in obskit[: len(SCOPES)]}) == len(SCOPES)
+    assert first["client.port"] == 40000
+    assert first["url.path"] == "/items/7"

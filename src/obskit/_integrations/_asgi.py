@@ -74,6 +74,12 @@ _ERROR_STATUS: Final = Status(StatusCode.ERROR)
 _agents: dict[bytes, tuple[str, str | None]] = {}
 
 
+# A request's span attributes (but for the URL query and captured headers), by (scheme, server, protocol, raw
+# method, raw User-Agent, no path, no client address, no client port); bounded, cleared when full. The path and the
+# client's address and port vary from request to request: each request sets its own in their places.
+_templates: dict[tuple[Any, ...], CleanAttributes] = {}
+
+
 def _agent(raw: bytes) -> tuple[str, str | None]:
     """The decoded agent and the synthetic type contrib would record ("test", "bot" or None), remembered."""
     agent = _decode(raw)
@@ -477,11 +483,57 @@ class _Request:
         return attributes
 
     def _span_attributes(self, scope: Scope, raw_method: str, path: str, user_agent: bytes | None) -> dict[str, Any]:
-        # contrib's collect_request_attributes, stable semantic conventions only.
+        # contrib's collect_request_attributes, stable semantic conventions only. What repeats from request to
+        # request comes from _templates (building it costs ~3.8 µs of a traced FastAPI request in the real flow,
+        # a copy ~0.3); the path and the client's address and port, which vary, are set in their places.
+        client = scope.get("client")
+        address = port = None
+        if client is not None:
+            address, port = client[0], client[1]
+        key = (
+            self.scheme,
+            scope.get("server"),
+            self.protocol,
+            raw_method,
+            user_agent,
+            not path,
+            not address,
+            port is None,
+        )
+        try:
+            template = _templates.get(key)
+        except TypeError:  # an unhashable server (a list): built each time
+            template = self._template(scope, raw_method, path, user_agent)
+        else:
+            if template is None:
+                template = self._template(scope, raw_method, path, user_agent)
+                if len(_templates) >= _MAX_CACHED:
+                    _templates.clear()
+                _templates[key] = template
+        attributes: dict[str, Any] = CleanAttributes(template)
+        if path:
+            attributes["url.path"] = path
+        if address:
+            attributes["client.address"] = address
+        if port is not None:
+            attributes["client.port"] = int(port)
+        middleware = self.middleware
+        if middleware._capture_query:
+            query = scope.get("query_string")
+            if query:
+                attributes["url.query"] = redact_query(_decode(query) if isinstance(query, bytes) else query)
+        capture = middleware._capture
+        if capture is not None and capture.request and self.server:
+            attributes = dict(attributes)  # header values are tuples: the tracer checks them
+            attributes.update(capture.collect(scope.get("headers") or (), response=False))
+        return attributes
+
+    def _template(self, scope: Scope, raw_method: str, path: str, user_agent: bytes | None) -> CleanAttributes:
+        """The span attributes of the request, in contrib's order, but for the URL query and captured headers."""
         server = scope.get("server") or ("0.0.0.0", 80)
         host, port = server[0], server[1]
         # Built here from str and int values only: the tracer takes them without re-checking each one.
-        attributes: dict[str, Any] = CleanAttributes()
+        attributes = CleanAttributes()
         if self.scheme:
             attributes["url.scheme"] = self.scheme
         attributes["server.address"] = host if str(port) == "80" else f"{host}:{port}"
@@ -506,15 +558,6 @@ class _Request:
                 attributes["client.address"] = client[0]
             if client[1] is not None:
                 attributes["client.port"] = int(client[1])
-        middleware = self.middleware
-        if middleware._capture_query:
-            query = scope.get("query_string")
-            if query:
-                attributes["url.query"] = redact_query(_decode(query) if isinstance(query, bytes) else query)
-        capture = middleware._capture
-        if capture is not None and capture.request and self.server:
-            attributes = dict(attributes)  # header values are tuples: the tracer checks them
-            attributes.update(capture.collect(scope.get("headers") or (), response=False))
         return attributes
 
     def send_plain(self, message: Message) -> Awaitable[None]:
