@@ -57,8 +57,6 @@ CONFIGS: dict[str, tuple[str, dict[str, str], str]] = {
         "obskit full, exemplars off",
     ),
     "obskit_full": ("obskit_full", {}, "obskit full (OTLP/gRPC to the receiver)"),
-    "full_b1024": ("obskit_full", {"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "1024", "OTEL_BSP_MAX_QUEUE_SIZE": "4096"}, "x"),
-    "full_b2048": ("obskit_full", {"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "2048", "OTEL_BSP_MAX_QUEUE_SIZE": "8192"}, "x"),
     "native_both": (
         "bare",
         {},
