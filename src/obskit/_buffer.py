@@ -250,7 +250,6 @@ class ExportBuffer:
         self._max_request_bytes = max_request_bytes
         self._linger = {signal: seconds for signal, seconds in (linger or {}).items() if seconds > 0}
         self._linger_bytes = linger_bytes
-        self._flushing = 0  # flush() calls waiting: nothing lingers meanwhile
         self._probes: dict[str, _QueueProbe] = {}
         self._init_state()
         self._closed = False  # shutdown() began: no new data, drain until the deadline
@@ -269,6 +268,7 @@ class ExportBuffer:
 
     def _init_state(self) -> None:
         self._cond = threading.Condition(threading.Lock())
+        self._flushing = 0  # flush() calls waiting: nothing lingers meanwhile (none in a forked child)
         self._state = {signal: _SignalState() for signal in self._senders}
         self._ready_at = dict.fromkeys(self._senders, 0.0)
         self._bytes = 0
