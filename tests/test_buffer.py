@@ -325,7 +325,7 @@ def test_a_lone_batch_is_sent_when_its_linger_ends_and_flush_does_not_wait(make_
     assert _stats(lingering).exported == 1
 
 
-def test_only_spans_and_logs_linger(make_buffer):
+def test_only_spans_and_logs_linger():
     """The buffer obskit builds: spans and logs wait for company, metric points (one export per interval) do not."""
     from obskit._buffer import LINGER_SECONDS
     from obskit._config import load_settings
