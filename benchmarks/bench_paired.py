@@ -2,6 +2,7 @@
 
     benchmarks/.venv/bin/python benchmarks/bench_paired.py --framework flask --configs bare obskit_metrics
     # A/B of two obskit sources (same configuration): NAME@SRC serves NAME from another src/ directory
+    # (NAME may be one with an "@" of its own: bare@1000 obskit_full@1000 obskit_full@1000@/tmp/base/src)
     benchmarks/.venv/bin/python benchmarks/bench_paired.py --configs bare obskit_full obskit_full@/tmp/base/src
 
 Each configuration (profile_obskit.py's CONFIGS) runs in one long-lived child process, all pinned to the same
@@ -71,7 +72,8 @@ class Child:
         from profile_obskit import CONFIGS, config_env
 
         self.spec = spec
-        config, _, src = spec.partition("@")
+        # NAME@SRC, where NAME may hold an "@" itself (bare@1000): the whole spec first, then up to the last "@".
+        config, src = (spec, "") if spec in CONFIGS or "@" not in spec else spec.rsplit("@", 1)
         if config not in CONFIGS:
             raise SystemExit(f"{config!r}: expected one of {', '.join(CONFIGS)}")
         env = config_env(config, ports, Path(src).resolve() if src else SRC)
