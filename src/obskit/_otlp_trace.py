@@ -86,7 +86,8 @@ _span_kv_cache: dict[tuple[str, str | int], bytes] = {}
 # worker) every request brings one. At most _CONNECTION_PAIRS_MAX of them stay in _span_kv_cache, removed
 # together when there are more: they must not fill it and clear the pairs that repeat every few thousand requests.
 # (Queued items, obskit's own server spans, keep the client port out of their cache instead: _item_cache.)
-_PER_CONNECTION_KEYS: Final = frozenset({"client.port", "network.peer.port"})
+_CLIENT_PORT: Final = "client.port"
+_PER_CONNECTION_KEYS: Final = frozenset({_CLIENT_PORT, "network.peer.port"})
 _CONNECTION_PAIRS_MAX: Final = 64
 _connection_pairs: list[tuple[str, str | int]] = []
 _STR_OR_INT: Final = frozenset({str, int})
@@ -102,7 +103,6 @@ _STR: Final = frozenset({str})
 _ITEM_CACHE_MAX: Final = 1024
 _ITEM_MAX_BYTES: Final = 4096
 _item_cache: dict[tuple[Any, ...], tuple[bytes, bytes, bytes, tuple[int, ...]]] = {}
-_CLIENT_PORT: Final = "client.port"
 # Span name -> (its kind, the encoded name and kind fields); cleared when full.
 _NAME_CACHE_MAX: Final = 1024
 _name_cache: dict[str, tuple[SpanKind, bytes]] = {}
@@ -670,7 +670,8 @@ def _ended_message(item: EndedSpan) -> bytes:
             if at:
                 port = flat[at]
                 if type(port) is int and 0 <= port < 0x200000:
-                    port_field = _port_fields[0 if port < 0x80 else 1 if port < 0x4000 else 2] + _varint(port)
+                    value = _varint(port)
+                    port_field = _port_fields[len(value) - 1] + value
                 else:
                     fields = None
             for i in entry[3]:  # equal is not enough for an int: True == 1 == 1.0
@@ -740,15 +741,9 @@ def _item_entry(key: tuple[Any, ...], at: int) -> tuple[bytes, bytes, bytes, tup
 
 
 # The client port's attribute field up to its value's varint, by the varint's length - 1 (ports below 2**21):
-# _T_ATTR + _key_value("client.port", port) is this + _varint(port).
+# _T_ATTR + _key_value("client.port", port) is this + _varint(port). Cut from the field of a port of each length.
 _port_fields: Final = tuple(
-    _T_ATTR
-    + _varint(len(_string(_T_KV_KEY, _CLIENT_PORT)) + 2 + 1 + length)
-    + _string(_T_KV_KEY, _CLIENT_PORT)
-    + _T_KV_VALUE
-    + _varint(1 + length)
-    + _T_INT
-    for length in (1, 2, 3)
+    (_T_ATTR + _key_value(_CLIENT_PORT, port))[: -len(_varint(port))] for port in (0, 0x80, 0x4000)
 )
 
 

@@ -502,7 +502,8 @@ class _Request:
             not address,
             port is None,
         )
-        templates = self.middleware._templates
+        middleware = self.middleware
+        templates = middleware._templates
         try:
             template = templates.get(key)
         except TypeError:  # an unhashable server: built each time
@@ -520,7 +521,6 @@ class _Request:
             attributes["client.address"] = address
         if port is not None:
             attributes["client.port"] = int(port)
-        middleware = self.middleware
         if middleware._capture_query:
             query = scope.get("query_string")
             if query:
@@ -577,15 +577,9 @@ class _Request:
 
         A plain function, as ``send_plain``: only the last body message takes a coroutine of ours (``_send_last``).
         """
-        kind = message["type"]
-        if kind == "http.response.start":
-            try:
-                self._response_start(message)
-            except Exception as exc:
-                record_internal_error("asgi response", exc)
-        elif kind == "http.response.body" and not message.get("more_body", False) and not self.ended:
+        if message["type"] == "http.response.body" and not message.get("more_body", False) and not self.ended:
             return self._send_last(message)
-        return self._send(message)
+        return self.send_plain(message)
 
     async def _send_last(self, message: Message) -> None:
         await self._send(message)
