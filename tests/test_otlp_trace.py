@@ -664,6 +664,7 @@ def test_a_server_span_item_encodes_its_client_port_per_item(rec: Recorder, posi
     """Every port varint length, values no port has (out of range, negative, bool, float, str) and the port
     anywhere in a large set: byte-identical to the SDK, in one batch and one by one, from cold and warm caches."""
     tracer = rec.tracer()
+    remote = SpanContext(REMOTE.trace_id, REMOTE.span_id, is_remote=True, trace_flags=TraceFlags(1))
     ports: list[Any] = [0, 1, 127, 128, 16383, 16384, 40000, 65535, 2**21 - 1, 2**21, 2**40, 2**63 - 1, -1, -(2**63)]
     ports += [True, False, 1.0, "80", 40000, 1]
     others = {f"k{i}": f"v{i}" for i in range(_otlp_trace._BLOCK_MAX_ITEMS)} | {"n": 7}
@@ -678,16 +679,26 @@ def test_a_server_span_item_encodes_its_client_port_per_item(rec: Recorder, posi
             attributes = {**others, "client": port}
         with tracer.start_as_current_span("GET /x", kind=SpanKind.SERVER, attributes=attributes):
             pass
+        with tracer.start_as_current_span(  # under a remote parent: the message has a parent id
+            "GET /x",
+            kind=SpanKind.SERVER,
+            context=trace.set_span_in_context(NonRecordingSpan(remote)),
+            attributes=attributes,
+        ):
+            pass
     spans = rec.spans()
     items = [ended(s) for s in spans]
     assert all(type(item) is tuple for item in items)
+    assert {item[5] for item in items} == {0, REMOTE.span_id}  # type: ignore[index]
     for span, item in zip(spans, items, strict=True):
         assert encode_spans([item]) == sdk_bytes([span])  # type: ignore[list-item]
     assert encode_spans(items) == sdk_bytes(spans)  # type: ignore[arg-type]
     entries = [key for key in _otlp_trace._item_cache if key[0] == "GET /x"]
-    # With a port: one entry, whatever the port. Without: one per distinct str or int value of "client" (float and
-    # bool values are never keyed: they meet 1's and 0's entries and take _compose's path).
-    assert len(entries) == (1 if position != "absent" else len({p for p in ports if type(p) in (int, str)}))
+    # With a port: one entry per parent (a local root, a remote parent), whatever the port. Without: one per
+    # distinct str or int value of "client" (float and bool values are never keyed: they meet 1's and 0's entries
+    # and take _compose's path), twice.
+    distinct = 1 if position != "absent" else len({p for p in ports if type(p) in (int, str)})
+    assert len(entries) == 2 * distinct
 
 
 def test_one_scope_object_under_two_resources_keeps_each_resource() -> None:

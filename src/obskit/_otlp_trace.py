@@ -61,6 +61,9 @@ _pack_times = struct.Struct("<BQBQ").pack  # start and end with their one-byte t
 # trace_id (as 16 bytes), span_id and parent_span_id, each after its tag and length.
 _pack_ids = struct.Struct(">18s2sQ").pack
 _pack_ids_parent = struct.Struct(">18s2sQ2sQ").pack
+# The same from the trace id's tag and its 16 bytes (queued items: _ended_message).
+_pack_item_ids = struct.Struct(">2s16s2sQ").pack
+_pack_item_ids_parent = struct.Struct(">2s16s2sQ2sQ").pack
 
 # Per field tag, (key, value, type(value)) -> the tag and KeyValue, for str/bool/int values; cleared when full.
 _KV_CACHE_MAX: Final = 4096
@@ -94,15 +97,28 @@ _STR_OR_INT: Final = frozenset({str, int})
 _STR: Final = frozenset({str})
 # An EndedSpan item's fields that repeat from call to call (a stage span's: all but its ids and times; a server
 # span's: all but its ids, times and client port), keyed by (name, kind value, remote parent, status code value,
-# status description, the flat attributes before the client port's value, those after it) -> (the name and kind
-# fields, the attribute fields before the port's, those after it then the status and flags fields, the positions
-# of the int values in the flat attributes). Without a client port (always for a small set: a stage span), the
-# flat attributes then (). The port is a new value with every connection (gunicorn's sync worker: every
-# request), so it is encoded per item. Same rules as _block_cache (exact str keys, exact str or int values, a hit
-# checks the ints' types); at most _ITEM_MAX_BYTES of attributes per entry; cleared when full.
+# status description, the flat attributes before the client port's value, those after it); without a client port
+# (always for a small set: a stage span), the flat attributes then (). The port is a new value with every
+# connection (gunicorn's sync worker: every request), so it is encoded per item. The entry (_ItemEntry) is the
+# message laid out around what varies: the positions of the int values in the flat attributes, a packer of the
+# times after their lead (the name and kind fields, the start time's tag), the fields after the times (without a
+# port: the attributes, status and flags; with one: those before the port's field and those after it), without a
+# port the span's field prefix and a packer of the ids for a root and for a child (the message's size is fixed),
+# and the message's size but for its ids beyond a root's and the port's field. Same rules as _block_cache (exact
+# str keys, exact str or int values, a hit checks the ints' types); at most _ITEM_MAX_BYTES of attributes per
+# entry; cleared when full.
+_ItemEntry = tuple[
+    tuple[int, ...],
+    Callable[..., bytes],
+    bytes,
+    Any,  # bytes, or (bytes, bytes) around the port's field
+    "tuple[tuple[bytes, Callable[..., bytes]], tuple[bytes, Callable[..., bytes]]] | None",
+    int,
+]
+_SMALL_FLAT: Final = 2 * _BLOCK_MAX_ITEMS  # a flat tuple this long or shorter has no client port to leave out
 _ITEM_CACHE_MAX: Final = 1024
 _ITEM_MAX_BYTES: Final = 4096
-_item_cache: dict[tuple[Any, ...], tuple[bytes, bytes, bytes, tuple[int, ...]]] = {}
+_item_cache: dict[tuple[Any, ...], _ItemEntry] = {}
 # Span name -> (its kind, the encoded name and kind fields); cleared when full.
 _NAME_CACHE_MAX: Final = 1024
 _name_cache: dict[str, tuple[SpanKind, bytes]] = {}
@@ -204,6 +220,10 @@ _FLAGS_LOCAL: Final = _T_FLAGS + struct.pack("<I", _HAS_IS_REMOTE)
 _FLAGS_REMOTE: Final = _T_FLAGS + struct.pack("<I", _HAS_IS_REMOTE | _IS_REMOTE)
 _LINK_FLAGS_LOCAL: Final = _T_LINK_FLAGS + struct.pack("<I", _HAS_IS_REMOTE)
 _LINK_FLAGS_REMOTE: Final = _T_LINK_FLAGS + struct.pack("<I", _HAS_IS_REMOTE | _IS_REMOTE)
+# The sizes of a queued item's fixed-width fields (_ItemEntry): a root's ids, a parent's id, both times.
+_ROOT_IDS_SIZE: Final = len(_T_TRACE_ID) + 16 + len(_T_SPAN_ID) + 8
+_PARENT_FIELD_SIZE: Final = len(_T_PARENT_SPAN_ID) + 8
+_TIMES_SIZE: Final = 1 + 8 + 1 + 8
 
 # The OTLP enum is the API's value + 1 (0 is SPAN_KIND_UNSPECIFIED).
 # Keyed by id(): an Enum's __hash__ is a Python call.
@@ -642,18 +662,18 @@ def _message(span: Any) -> bytes:
 def _ended_message(item: EndedSpan) -> bytes:
     """:func:`_message` of an :data:`EndedSpan` (no events, links, trace state or dropped attributes)."""
     _, name, kind, trace_id, span_id, parent_id, remote, start, end, flat, code, description = item
-    small = len(flat) <= 2 * _BLOCK_MAX_ITEMS
-    # The export thread's main cost (four spans per request): the fields that repeat come from _item_cache, only
-    # ids and times (and a server span's client port) are encoded per item; _compose takes what this cannot key.
-    head, fields, port_field, after = b"", None, b"", b""
+    # The export thread's main cost (four spans per request): what repeats comes from _item_cache, already laid
+    # out around the ids and times; only those (and a server span's client port) are encoded per item, with two
+    # struct calls. _compose takes what this cannot key.
     if start and end:
+        size = len(flat)
         key: tuple[Any, ...]
         at = 0
-        if small:
+        if size <= _SMALL_FLAT:
             key = (name, kind, remote, code, description, flat, ())
         else:
             try:  # the port's value: a new one with every connection, so it is left out of the key
-                at = flat.index(_CLIENT_PORT, 0, len(flat) >> 1) + (len(flat) >> 1)
+                at = flat.index(_CLIENT_PORT, 0, size >> 1) + (size >> 1)
             except ValueError:
                 key = (name, kind, remote, code, description, flat, ())
             else:
@@ -666,31 +686,39 @@ def _ended_message(item: EndedSpan) -> bytes:
             if entry is None:
                 entry = _item_entry(key, at)
         if entry is not None:
-            head, fields, after = entry[0], entry[1], entry[2]
-            if at:
+            ints, pack_times, times_lead, tail, fixed, base = entry
+            message: bytes
+            for i in ints:  # equal is not enough for an int: True == 1 == 1.0
+                if type(flat[i]) is not int:
+                    break
+            else:
+                times = pack_times(times_lead, start, _T_END_BYTE, end)
+                if fixed is not None:  # no port: the whole message's size, so its prefix, is known
+                    if parent_id:
+                        lead, pack = fixed[1]
+                        trace = trace_id.to_bytes(16, "big")
+                        message = pack(lead, trace, _T_SPAN_ID, span_id, _T_PARENT_SPAN_ID, parent_id) + times + tail
+                        return message
+                    lead, pack = fixed[0]
+                    message = pack(lead, trace_id.to_bytes(16, "big"), _T_SPAN_ID, span_id) + times + tail
+                    return message
                 port = flat[at]
                 if type(port) is int and 0 <= port < 0x200000:
                     value = _varint(port)
                     port_field = _port_fields[len(value) - 1] + value
-                else:
-                    fields = None
-            for i in entry[3]:  # equal is not enough for an int: True == 1 == 1.0
-                if type(flat[i]) is not int:
-                    fields = None
-                    break
-        if fields is not None:
-            trace_field = _T_TRACE_ID + trace_id.to_bytes(16, "big")
-            if parent_id:
-                ids = _pack_ids_parent(trace_field, _T_SPAN_ID, span_id, _T_PARENT_SPAN_ID, parent_id)
-            else:
-                ids = _pack_ids(trace_field, _T_SPAN_ID, span_id)
-            times = _pack_times(_T_START_BYTE, start, _T_END_BYTE, end)
-            body = b"".join((ids, head, times, fields, port_field, after))
-            size = len(body)
-            prefix = _prefix_cache.get(size)
-            if prefix is None:
-                prefix = _span_prefix(size)
-            return prefix + body
+                    size = base + len(port_field)
+                    if parent_id:
+                        size += _PARENT_FIELD_SIZE
+                        trace = trace_id.to_bytes(16, "big")
+                        ids = _pack_item_ids_parent(
+                            _T_TRACE_ID, trace, _T_SPAN_ID, span_id, _T_PARENT_SPAN_ID, parent_id
+                        )
+                    else:
+                        ids = _pack_item_ids(_T_TRACE_ID, trace_id.to_bytes(16, "big"), _T_SPAN_ID, span_id)
+                    prefix = _prefix_cache.get(size)
+                    if prefix is None:
+                        prefix = _span_prefix(size)
+                    return b"".join((prefix, ids, times, tail[0], port_field, tail[1]))
     return _compose(
         trace_id,
         span_id,
@@ -701,8 +729,8 @@ def _ended_message(item: EndedSpan) -> bytes:
         _KINDS[kind],
         start,
         end,
-        None if small else _unflatten(flat),
-        flat if small else None,
+        None if len(flat) <= _SMALL_FLAT else _unflatten(flat),
+        flat if len(flat) <= _SMALL_FLAT else None,
         0,
         _status_of(code, description),
         _NO_ITEMS,
@@ -710,7 +738,16 @@ def _ended_message(item: EndedSpan) -> bytes:
     )
 
 
-def _item_entry(key: tuple[Any, ...], at: int) -> tuple[bytes, bytes, bytes, tuple[int, ...]] | None:
+def _ids_packer(lead: bytes, parent: bool) -> Callable[..., bytes]:
+    """A struct packer of ``lead``, the trace id's 16 bytes, the span id and (``parent``) the parent's span id.
+
+    ``lead`` ends with the trace id's tag; each span id comes after its tag and length, passed in (a struct has no
+    literals).
+    """
+    return struct.Struct(f">{len(lead)}s16s2sQ" + ("2sQ" if parent else "")).pack
+
+
+def _item_entry(key: tuple[Any, ...], at: int) -> _ItemEntry | None:
     """The _item_cache entry of an item's repeating fields (stored), or None when they cannot be cached.
 
     ``at``: the position in the item's flat attributes of the client port's value (left out of the key and the
@@ -728,12 +765,23 @@ def _item_entry(key: tuple[Any, ...], at: int) -> tuple[bytes, bytes, bytes, tup
         return None
     head = (_string(_T_NAME, name) if name else b"") + _KIND[id(_KINDS[kind])]
     status = _status_field(_status_of(code, description))
-    entry = (
-        head,
-        first,
-        rest + status + (_FLAGS_REMOTE if remote else _FLAGS_LOCAL),
-        tuple(i for i in range(half, len(flat)) if i != at and type(flat[i]) is int),
-    )
+    rest += status + (_FLAGS_REMOTE if remote else _FLAGS_LOCAL)
+    ints = tuple(i for i in range(half, len(flat)) if i != at and type(flat[i]) is int)
+    # Everything but the span's field prefix and its ids: the ids' fields, the times' (their lead: the name and
+    # kind fields, then the start time's tag), the attributes, status and flags.
+    base = _ROOT_IDS_SIZE + _TIMES_SIZE + len(head) + len(first) + len(rest)
+    fixed: tuple[tuple[bytes, Callable[..., bytes]], tuple[bytes, Callable[..., bytes]]] | None = None
+    tail: Any
+    if at:
+        tail = (first, rest)
+    else:
+        tail = first + rest
+        lead_root = _T_SS_SPAN + _varint(base) + _T_TRACE_ID
+        lead_parent = _T_SS_SPAN + _varint(base + _PARENT_FIELD_SIZE) + _T_TRACE_ID
+        fixed = ((lead_root, _ids_packer(lead_root, False)), (lead_parent, _ids_packer(lead_parent, True)))
+    times_lead = head + _T_START
+    pack_times = struct.Struct(f"<{len(times_lead)}sQBQ").pack
+    entry = (ints, pack_times, times_lead, tail, fixed, base)
     if len(_item_cache) >= _ITEM_CACHE_MAX:
         _item_cache.clear()
     _item_cache[key] = entry
@@ -876,18 +924,26 @@ def _encode(items: Sequence[Any]) -> bytes:
     last_scope: Any = by_identity
     resource: Any
     scope: Any
+    by_origin: dict[int, list[bytes]] = {}  # an EndedSpan's origin number -> its scope's encoded spans
     for item in items:
         if type(item) is tuple:  # an EndedSpan
-            resource, scope = _origin_objects[item[0]]
-            message = _ended_message(item)
-        else:
-            span: Any = item
-            span_class = type(span)
-            if span_class is not last_class:
-                if not _is_fast(span_class):
-                    raise UnsupportedSpanData(f"span class {span_class.__name__}")
-                last_class = span_class
-            resource, scope, message = span._resource, span._instrumentation_scope, _message(span)
+            found = by_origin.get(item[0])
+            if found is None:
+                resource, scope = _origin_objects[item[0]]
+                found = by_identity.setdefault(id(resource), {}).get(id(scope))
+                if found is None:
+                    found = groups.setdefault(resource, {}).setdefault(scope or None, [b""])
+                    by_identity[id(resource)][id(scope)] = found
+                by_origin[item[0]] = found
+            found.append(_ended_message(item))
+            continue
+        span: Any = item
+        span_class = type(span)
+        if span_class is not last_class:
+            if not _is_fast(span_class):
+                raise UnsupportedSpanData(f"span class {span_class.__name__}")
+            last_class = span_class
+        resource, scope, message = span._resource, span._instrumentation_scope, _message(span)
         if scope is not last_scope or resource is not last_resource:
             if resource is not last_resource:
                 scopes_by_id = by_identity.setdefault(id(resource), {})
