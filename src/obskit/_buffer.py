@@ -828,8 +828,11 @@ class _SdkQueue:
         lock = self._lock
         lock.acquire()  # not "with": on CPython 3.11 the with statement costs 0.2 µs here, acquire/release 0.09
         try:
-            if self._admitted():
-                processor = self.processor
+            self.produced += 1  # _admitted(), inlined
+            processor = self.processor
+            if processor._shutdown:
+                self.refused += 1
+            else:
                 queue = processor._queue
                 if len(queue) < processor._max_export_batch_size - 1:
                     # Far from a full batch: what BatchProcessor.emit does then, without its per-item getpid()

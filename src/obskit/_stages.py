@@ -50,6 +50,7 @@ BatchSize = int | Callable[..., int]
 """A fixed batch size, or a callable over the call's arguments returning it."""
 
 _INTERNAL: Final = SpanKind.INTERNAL
+_BATCH: Final = _semconv.ATTR_MODEL_BATCH_SIZE
 _ERROR: Final = StatusCode.ERROR
 # Error-attribute dicts are cached per exception type; past this many types they are built per call.
 _MAX_ERROR_TYPES: Final = 32
@@ -496,17 +497,40 @@ def _sync_runner(site: _Site) -> _Runner:
         except BaseException as exc:
             _close(call, exc, None, ctx_token)
             raise  # the caller's exception, same object, traceback untouched
-        if ctx_token is not None:
-            _close(call, None, None, ctx_token)
-            return result
         elapsed = (perf_counter_ns() - t0) / 1e9
+        size = call.batch
+        if ctx_token is None:
+            try:
+                resolved.duration_series.record(elapsed)
+                if size is not None:
+                    resolved.batch_series.record(size)
+            except Exception as internal:
+                _internal_error("stage end metrics", internal)
+            next(resolved.ended)
+            return result
+        # Traced, no error: _close() inlined (three independent blocks, as there).
+        detach_context(ctx_token)
+        ended: Any = call.span  # set with ctx_token
         try:
-            resolved.duration_series.record(elapsed)
-            if call.batch is not None:
-                resolved.batch_series.record(call.batch)
+            trace_id = span_id = 0
+            span_context = ended.get_span_context()
+            if span_context[TRACE_FLAGS] & 1:  # sampled: exemplars follow the SDK's default trace_based filter
+                trace_id, span_id = span_context[TRACE_ID], span_context[SPAN_ID]
+            resolved.duration_series.record(elapsed, trace_id, span_id)
+            if size is not None:
+                resolved.batch_series.record(size, trace_id, span_id)
         except Exception as internal:
             _internal_error("stage end metrics", internal)
         next(resolved.ended)
+        if size is not None and size != resolved.span_attrs.get(_BATCH):
+            try:
+                ended.set_attribute(_BATCH, size)
+            except Exception as internal:
+                _internal_error("stage end span", internal)
+        try:
+            ended.end()
+        except Exception as internal:
+            _internal_error("stage end span", internal)
         return result
 
     _call_codes.add(run.__code__)

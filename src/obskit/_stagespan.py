@@ -125,25 +125,6 @@ class StageSpans(SpanSource):
         span._start_time = time_ns()
         return span  # type: ignore[no-any-return]
 
-    def item(self, span: StageSpan, end_time: int) -> _otlp_trace.EndedSpan:
-        """What ``_otlp_trace.ended()`` makes of the SDK span this stage span stands for."""
-        context, batch = span._context, span._batch
-        parent: Any = span._parent  # always set for a stage span (a root call takes the SDK's path)
-        return (
-            self._origin,
-            self.name,
-            _INTERNAL_VALUE,
-            context[TRACE_ID],
-            context[SPAN_ID],
-            parent[SPAN_ID],
-            parent[IS_REMOTE],
-            span._start_time,
-            end_time,
-            self._flat if batch is None else (*self._keys_and_batch, *self._values, batch),
-            _UNSET_VALUE,
-            None,
-        )
-
 
 def queueable_origin(tracer: object) -> int | None:
     """The origin number of ``tracer``'s spans when they may be queued as tuples, else None.
@@ -291,7 +272,22 @@ class StageSpan(QueuedSpan):
     _batch: int | None
 
     def _item(self, end_time: int) -> _otlp_trace.EndedSpan:
-        return self._spans.item(self, end_time)
+        spans, context, batch = self._spans, self._context, self._batch
+        parent: Any = self._parent  # always set for a stage span (a root call takes the SDK's path)
+        return (
+            spans._origin,
+            spans.name,
+            _INTERNAL_VALUE,
+            context[TRACE_ID],
+            context[SPAN_ID],
+            parent[SPAN_ID],
+            parent[IS_REMOTE],
+            self._start_time,
+            end_time,
+            spans._flat if batch is None else (*spans._keys_and_batch, *spans._values, batch),
+            _UNSET_VALUE,
+            None,
+        )
 
     def _make(self) -> _LeanSpan:
         spans = self._spans
