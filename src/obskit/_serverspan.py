@@ -199,6 +199,45 @@ class ServerSpan(QueuedSpan):
             lock.release()
         self.sdk_span().update_name(name)
 
+    def respond(self, name: str | None, attributes: CleanAttributes, status: Status | None) -> None:
+        """The middleware's calls at the response, in one.
+
+        That is ``update_name(name)`` (None: the name stays), then if the span is recording
+        ``set_attributes(attributes)`` and ``set_status(status)`` (None: no call). ``attributes`` are the
+        middleware's route and response attributes (``http.route``, ``http.response.status_code``,
+        ``error.type``): str and int values under keys never redacted, for which ``start()`` kept room.
+        ``status``: an ERROR status without description.
+        """
+        if self._sdk_span is None:
+            maxlen = self._spans._maxlen
+            lock = _sdk_span_lock
+            lock.acquire()
+            try:
+                store = self._attributes
+                if (
+                    self._sdk_span is None
+                    and self._end_time is None
+                    and (status is None or self._status is None)
+                    and (maxlen is None or len(store) + len(attributes) <= maxlen)
+                ):
+                    if name is not None:
+                        self._name = name
+                    for key, value in attributes.items():
+                        if key in store:  # as the SDK's store: a key set again moves last
+                            del store[key]
+                        store[key] = value
+                    if status is not None:
+                        self._status = status
+                    return
+            finally:
+                lock.release()
+        if name is not None:
+            self.update_name(name)
+        if self.is_recording():
+            self.set_attributes(attributes)
+            if status is not None:
+                self.set_status(status)
+
     def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
         # The middlewares' one call: an ERROR Status on a span without one (anything else: the SDK's rules).
         if type(status) is Status and description is None and status._status_code is _ERROR:

@@ -51,7 +51,7 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 
 from .._context import SPAN_ID, TRACE_FLAGS, TRACE_ID, attach_context, current_context, detach_context, with_span
 from .._safety import record_internal_error
-from .._serverspan import server_spans
+from .._serverspan import ServerSpan, server_spans
 from .._tracer import CleanAttributes
 from ._http import ApiSeries, ExcludedPaths, MethodNames, redact_query
 
@@ -608,8 +608,19 @@ class _Request:
         error = code < 100 or code >= 500
         self.status = code if code >= 0 else None
         self.error_type = str(status) if error else None
-        route = self._name_span()
         span = self.span
+        if type(span) is ServerSpan and code >= 0 and (self.middleware._capture is None or not self.server):
+            # obskit's own span: the name, route and response attributes and the status in one call.
+            route = self._route()
+            response = CleanAttributes()
+            if route:
+                response["http.route"] = route
+            response["http.response.status_code"] = code
+            if error:
+                response["error.type"] = str(code)
+            span.respond(f"{self.name} {route}" if route else None, response, _ERROR_STATUS if error else None)
+            return
+        route = self._name_span()
         if span is not INVALID_SPAN and span.is_recording():
             capture = self.middleware._capture
             if capture is not None and capture.response and self.server:
@@ -635,12 +646,17 @@ class _Request:
 
         Returns the route, the first time only (the caller sets ``http.route`` on the span).
         """
+        route = self._route()
+        if route and self.span is not INVALID_SPAN:
+            self.span.update_name(f"{self.name} {route}")
+        return route
+
+    def _route(self) -> str | None:
+        """The route Starlette matched (noted as ``self.route``), the first time only; None after."""
         if self.routed:
             return None
         self.routed = True
         self.route = route = self.middleware._route_of(self.scope, self.root_path)
-        if route and self.span is not INVALID_SPAN:
-            self.span.update_name(f"{self.name} {route}")
         return route
 
     def finish(self) -> None:

@@ -42,7 +42,7 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 from .. import _safety
 from .. import _semconv as sc
 from .._context import SPAN_ID, TRACE_FLAGS, TRACE_ID, attach_context, current_context, detach_context, with_span
-from .._serverspan import server_spans
+from .._serverspan import ServerSpan, server_spans
 from .._tracer import CleanAttributes
 from ._http import SENSITIVE_HEADERS, ApiSeries, ExcludedPaths, MethodNames, redact_query
 
@@ -60,6 +60,7 @@ MAX_SERIES: Final = 1024
 _SERVER: Final = SpanKind.SERVER
 _INTERNAL: Final = SpanKind.INTERNAL
 _ERROR: Final = StatusCode.ERROR
+_ERROR_STATUS: Final = Status(_ERROR)
 
 
 def internal_error(where: str) -> None:
@@ -533,6 +534,20 @@ class Middleware:
         error: str | None,
         escaped: BaseException | None,
     ) -> None:
+        if (
+            type(span) is ServerSpan
+            and status_code is not None
+            and not self.headers.enabled
+            and exchange.error is None
+            and escaped is None
+        ):
+            # obskit's own span, the common case: the response attributes and the status in one call.
+            response = CleanAttributes({STATUS: status_code})
+            if error is not None:
+                response[ERROR_TYPE] = error
+            span.respond(None, response, _ERROR_STATUS if error is not None else None)
+            span.end()
+            return
         if span.is_recording():
             attributes: dict[str, Any] = CleanAttributes()  # an int and a str: taken without a check
             if status_code is not None:
