@@ -58,12 +58,9 @@ _MASK64: Final = (1 << 64) - 1
 _pack_fixed64 = struct.Struct("<Q").pack
 _pack_double = struct.Struct("<d").pack
 _pack_times = struct.Struct("<BQBQ").pack  # start and end with their one-byte tags
-# trace_id (as 16 bytes), span_id and parent_span_id, each after its tag and length.
-_pack_ids = struct.Struct(">18s2sQ").pack
-_pack_ids_parent = struct.Struct(">18s2sQ2sQ").pack
-# The same from the trace id's tag and its 16 bytes (queued items: _ended_message).
-_pack_item_ids = struct.Struct(">2s16s2sQ").pack
-_pack_item_ids_parent = struct.Struct(">2s16s2sQ2sQ").pack
+# trace_id (its tag and length, then its 16 bytes), span_id and parent_span_id, each after its tag and length.
+_pack_ids = struct.Struct(">2s16s2sQ").pack
+_pack_ids_parent = struct.Struct(">2s16s2sQ2sQ").pack
 
 # Per field tag, (key, value, type(value)) -> the tag and KeyValue, for str/bool/int values; cleared when full.
 _KV_CACHE_MAX: Final = 4096
@@ -710,11 +707,9 @@ def _ended_message(item: EndedSpan) -> bytes:
                     if parent_id:
                         size += _PARENT_FIELD_SIZE
                         trace = trace_id.to_bytes(16, "big")
-                        ids = _pack_item_ids_parent(
-                            _T_TRACE_ID, trace, _T_SPAN_ID, span_id, _T_PARENT_SPAN_ID, parent_id
-                        )
+                        ids = _pack_ids_parent(_T_TRACE_ID, trace, _T_SPAN_ID, span_id, _T_PARENT_SPAN_ID, parent_id)
                     else:
-                        ids = _pack_item_ids(_T_TRACE_ID, trace_id.to_bytes(16, "big"), _T_SPAN_ID, span_id)
+                        ids = _pack_ids(_T_TRACE_ID, trace_id.to_bytes(16, "big"), _T_SPAN_ID, span_id)
                     prefix = _prefix_cache.get(size)
                     if prefix is None:
                         prefix = _span_prefix(size)
@@ -838,15 +833,15 @@ def _compose(
     values, for at most _BLOCK_MAX_ITEMS attributes (None for more, or none).
     """
     global _last_status
-    trace_field = _T_TRACE_ID + trace_id.to_bytes(16, "big")
+    trace = trace_id.to_bytes(16, "big")
     if trace_state is not DEFAULT_TRACE_STATE and trace_state:  # the SDK writes "" (nothing) for an empty one
-        ids = _pack_ids(trace_field, _T_SPAN_ID, span_id) + _trace_state(trace_state)
+        ids = _pack_ids(_T_TRACE_ID, trace, _T_SPAN_ID, span_id) + _trace_state(trace_state)
         if parent_id:
             ids += _T_PARENT_SPAN_ID + parent_id.to_bytes(8, "big")
     elif parent_id:
-        ids = _pack_ids_parent(trace_field, _T_SPAN_ID, span_id, _T_PARENT_SPAN_ID, parent_id)
+        ids = _pack_ids_parent(_T_TRACE_ID, trace, _T_SPAN_ID, span_id, _T_PARENT_SPAN_ID, parent_id)
     else:
-        ids = _pack_ids(trace_field, _T_SPAN_ID, span_id)
+        ids = _pack_ids(_T_TRACE_ID, trace, _T_SPAN_ID, span_id)
 
     name_kind = _name_cache.get(name)
     if name_kind is None or name_kind[0] is not kind:
