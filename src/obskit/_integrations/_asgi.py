@@ -608,38 +608,37 @@ class _Request:
         error = code < 100 or code >= 500
         self.status = code if code >= 0 else None
         self.error_type = str(status) if error else None
+        route = self._route()
         span = self.span
-        if type(span) is ServerSpan and code >= 0 and (self.middleware._capture is None or not self.server):
-            # obskit's own span: the name, route and response attributes and the status in one call.
-            route = self._route()
-            response = CleanAttributes()
-            if route:
-                response["http.route"] = route
-            response["http.response.status_code"] = code
-            if error:
-                response["error.type"] = str(code)
-            span.respond(f"{self.name} {route}" if route else None, response, _ERROR_STATUS if error else None)
+        if span is INVALID_SPAN:
             return
-        route = self._name_span()
-        if span is not INVALID_SPAN and span.is_recording():
-            capture = self.middleware._capture
-            if capture is not None and capture.response and self.server:
+        name = f"{self.name} {route}" if route else None
+        # One call for the route and the response attributes (str and int values only).
+        attributes = CleanAttributes()
+        if route:
+            attributes["http.route"] = route
+        if code < 0:
+            attributes["error.type"] = str(status)
+            outcome: Status | None = Status(StatusCode.ERROR, f"Non-integer HTTP status: {status}")
+        else:
+            attributes["http.response.status_code"] = code
+            if error:
+                attributes["error.type"] = str(code)
+            outcome = _ERROR_STATUS if error else None  # (contrib also sets UNSET otherwise, which a span ignores)
+        capture = self.middleware._capture
+        if capture is not None and not (capture.response and self.server):
+            capture = None  # nothing to capture from this response
+        if type(span) is ServerSpan and code >= 0 and capture is None:
+            span.respond(name, attributes, outcome)  # obskit's own span: all of it in one call
+            return
+        if name is not None:
+            span.update_name(name)
+        if span.is_recording():
+            if capture is not None:
                 span.set_attributes(capture.collect(headers, response=True))
-            # One call for the route and the response attributes (str and int values only).
-            attributes: dict[str, Any] = CleanAttributes()
-            if route:
-                attributes["http.route"] = route
-            if code < 0:
-                attributes["error.type"] = str(status)
-                span.set_attributes(attributes)
-                span.set_status(Status(StatusCode.ERROR, f"Non-integer HTTP status: {status}"))
-            else:
-                attributes["http.response.status_code"] = code
-                if error:
-                    attributes["error.type"] = str(code)
-                span.set_attributes(attributes)
-                if error:  # (contrib also sets UNSET otherwise, which a span ignores)
-                    span.set_status(_ERROR_STATUS)
+            span.set_attributes(attributes)
+            if outcome is not None:
+                span.set_status(outcome)
 
     def _name_span(self) -> str | None:
         """Once routing is done (the response starts, or the app returned): the route and the span's final name.

@@ -534,38 +534,31 @@ class Middleware:
         error: str | None,
         escaped: BaseException | None,
     ) -> None:
-        if (
-            type(span) is ServerSpan
-            and status_code is not None
-            and not self.headers.enabled
-            and exchange.error is None
-            and escaped is None
-        ):
+        # The exception Flask turned into a 500, or that escaped (recorded below, as contrib's use_span: if an
+        # Exception).
+        exc = exchange.error if exchange.error is not None else escaped
+        attributes = CleanAttributes()  # an int and a str: taken without a check
+        if status_code is not None:
+            attributes[STATUS] = status_code
+        if error is not None:
+            attributes[ERROR_TYPE] = error
+        if type(span) is ServerSpan and status_code is not None and exc is None and not self.headers.enabled:
             # obskit's own span, the common case: the response attributes and the status in one call.
-            response = CleanAttributes({STATUS: status_code})
-            if error is not None:
-                response[ERROR_TYPE] = error
-            span.respond(None, response, _ERROR_STATUS if error is not None else None)
+            span.respond(None, attributes, _ERROR_STATUS if error is not None else None)
             span.end()
             return
         if span.is_recording():
-            attributes: dict[str, Any] = CleanAttributes()  # an int and a str: taken without a check
-            if status_code is not None:
-                attributes[STATUS] = status_code
-            if error is not None:
-                attributes[ERROR_TYPE] = error
+            captured: dict[str, Any] = attributes
             if self.headers.enabled and exchange.response_headers is not None:
-                attributes = dict(attributes)  # header values are tuples: the span checks them
-                attributes.update(self.headers.response(exchange.response_headers))
-            if attributes:
-                span.set_attributes(attributes)
-            # The exception Flask turned into a 500 (or that escaped): as contrib's use_span, Exception only.
-            exc = exchange.error if exchange.error is not None else escaped
+                # Header values are tuples: a plain dict, which the span checks.
+                captured = {**attributes, **self.headers.response(exchange.response_headers)}
+            if captured:
+                span.set_attributes(captured)
             if isinstance(exc, Exception):
                 span.record_exception(exc)
                 span.set_status(Status(_ERROR, f"{type(exc).__name__}: {exc}"))
             elif status_code is None and error is not None and exchange.status is not None:
                 span.set_status(Status(_ERROR, "Non-integer HTTP status: " + error))
             elif error is not None:
-                span.set_status(Status(_ERROR))
+                span.set_status(_ERROR_STATUS)
         span.end()
