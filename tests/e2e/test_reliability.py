@@ -365,9 +365,21 @@ def test_workers_recycled_by_max_requests_lose_nothing(rx: OtlpReceiver, app: st
     n = 50
     port = free_port()
     argv = gunicorn(app, port, "--preload", "-w", "2", "-k", worker_class, "--max-requests", "10")
+    resets = 0
     with serve(argv, port, _env(rx, "grpc", OTEL_BSP_SCHEDULE_DELAY="5000")) as srv:
         for _ in range(n):
-            assert httpx.post(srv.url + "/predict", json=BODY, timeout=10).status_code == 200
+            for _attempt in range(5):
+                try:
+                    response = httpx.post(srv.url + "/predict", json=BODY, timeout=10)
+                    break
+                except (httpx.ReadError, httpx.RemoteProtocolError):
+                    # A worker past its max-requests closes connections it accepted but has not read a request
+                    # from (uvicorn's h11 shutdown(); gunicorn issues 2567 and 3038): the app never saw that
+                    # request, so the client sends it again. Were it seen, its span would make len(spans) > n.
+                    resets += 1
+            else:
+                pytest.fail("five connection resets in a row")
+            assert response.status_code == 200
         # Recycled workers flushed on their way out; the live ones are flushed by the SIGTERM below.
         _terminate(srv)
     spans = rx.spans(PREDICT)
@@ -376,7 +388,12 @@ def test_workers_recycled_by_max_requests_lose_nothing(rx: OtlpReceiver, app: st
     assert len({s.span_id for s in spans}) == n
     assert len(workers) >= n // 10, "workers were recycled (each has its own instance id)"
     _report(
-        "max-requests-recycling", worker_class=worker_class, requests=n, spans_received=len(spans), workers=len(workers)
+        "max-requests-recycling",
+        worker_class=worker_class,
+        requests=n,
+        spans_received=len(spans),
+        workers=len(workers),
+        connection_resets=resets,
     )
 
 
