@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import gzip
 import logging
+import os
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
@@ -177,6 +179,46 @@ def _grpc_retry_after(error: Any) -> float | None:
     return float(info.retry_delay.seconds + info.retry_delay.nanos / 1e9)
 
 
+class _GrpcCallGuard:
+    """Keeps ``fork()`` out of this process's gRPC calls.
+
+    gRPC's C core skips its fork handlers while another thread is inside a call ("Other threads are currently
+    calling into gRPC, skipping fork() handlers"): the child inherits a poller claimed by a thread it does not have
+    and aborts (SIGABRT) when it next polls. A gunicorn master that ran ``init()`` (``--preload``) exports its own
+    telemetry while it forks replacement workers, so a worker could die at its first export. Every call of the
+    senders below holds ``lock``; a fork waits for it, at most as long as the longest call may take.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.wait_s = 0.0  # the longest sender timeout, plus slack for the call to return after its deadline
+        self._held = False
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(
+                before=self._before_fork, after_in_parent=self._after_in_parent, after_in_child=self._after_in_child
+            )
+
+    def allow_for(self, timeout: float) -> None:
+        self.wait_s = max(self.wait_s, timeout + 1.0)
+
+    def _before_fork(self) -> None:
+        # Bounded: past the wait the fork goes ahead (gRPC's own behaviour, not a hang in the forking thread).
+        self._held = self.wait_s > 0 and self.lock.acquire(timeout=self.wait_s)
+
+    def _after_in_parent(self) -> None:
+        if self._held:
+            self._held = False
+            self.lock.release()
+
+    def _after_in_child(self) -> None:
+        # A fresh lock: the parent's may be held by its export thread, which the child does not have.
+        self.lock = threading.Lock()
+        self._held = False
+
+
+_grpc_calls = _GrpcCallGuard()
+
+
 class GrpcSender:
     """Sends encoded OTLP requests of one signal over gRPC, one attempt per call."""
 
@@ -203,6 +245,7 @@ class GrpcSender:
         self._response = _response_class(signal)
         self._channel: Any = None
         self._call: Any = None
+        _grpc_calls.allow_for(timeout)
 
     def describe(self) -> str:
         return mask_url(self._endpoint)
@@ -237,7 +280,8 @@ class GrpcSender:
         import grpc
 
         try:
-            response = self._stub()(payload, timeout=timeout, metadata=self._metadata)
+            with _grpc_calls.lock:
+                response = self._stub()(payload, timeout=timeout, metadata=self._metadata)
         except grpc.RpcError as error:
             code = error.code() if callable(getattr(error, "code", None)) else None
             name = getattr(code, "name", "UNKNOWN")
@@ -254,7 +298,8 @@ class GrpcSender:
     def close(self) -> None:
         channel, self._channel, self._call = self._channel, None, None
         if channel is not None:
-            channel.close()
+            with _grpc_calls.lock:
+                channel.close()
 
     def reset_after_fork(self) -> None:
         # The parent's channel is the parent's: forget it without closing, and connect afresh.

@@ -356,6 +356,59 @@ def test_nothing_is_shut_down_twice(rx: OtlpReceiver, tmp_path: Path):
 # Pre-fork
 
 
+FORK_SCRIPT = """
+import os, sys, threading
+import obskit
+from opentelemetry import trace
+
+obskit.init(service_name="forking", system_metrics=False, metrics_exporter="none", logs_exporter="none")
+tracer = trace.get_tracer("script")
+tracer.start_span("before-fork").end()
+flusher = threading.Thread(target=obskit.force_flush)
+flusher.start()
+sys.stdin.readline()  # the test says go once the receiver holds this process's export call
+pid = os.fork()
+if pid == 0:
+    tracer.start_span("in-child").end()
+    sys.exit(0)  # a normal exit: obskit's flush at exit sends the child's span
+flusher.join()
+_, status = os.waitpid(pid, 0)
+print("child", os.waitstatus_to_exitcode(status), flush=True)
+"""
+
+
+def test_fork_during_a_grpc_export_leaves_a_working_child(rx: OtlpReceiver, tmp_path: Path):
+    """A fork while the export thread is inside a gRPC call (a gunicorn master forking a worker as it exports).
+
+    gRPC's C core skips its fork handlers while another thread is in a call; a child forked then aborts (SIGABRT)
+    the first time it polls. obskit's fork hook waits for the call in flight (bounded by the export timeout).
+    """
+    script = tmp_path / "forker.py"
+    script.write_text(FORK_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OBSKIT_"))}
+    env.update(OTEL_EXPORTER_OTLP_ENDPOINT=rx.grpc_endpoint, OTEL_EXPORTER_OTLP_TIMEOUT="10000")
+    rx.set_delay(1.0)  # the parent's export call stays in flight for a second
+    process = subprocess.Popen(
+        [sys.executable, str(script)],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        rx.wait_for_requests(1, signal="traces", timeout=20)
+        out, err = process.communicate("go\n", timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, err
+    assert out.strip() == "child 0", (out, err)
+    assert "skipping fork() handlers" not in err, err
+    assert len(rx.spans("before-fork")) == 1
+    assert len(rx.spans("in-child")) == 1
+
+
 @pytest.mark.parametrize(
     ("app", "worker_class"),
     [("examples.flask_app:app", "sync"), (APP, "uvicorn.workers.UvicornWorker")],
