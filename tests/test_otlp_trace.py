@@ -21,7 +21,7 @@ from opentelemetry.trace.status import Status, StatusCode
 
 import obskit
 from obskit import _otlp_trace
-from obskit._buffer import _sdk_span_payload, _span_payload
+from obskit._buffer import _span_payload
 from obskit._otlp_trace import UnsupportedSpanData, as_readable, encode_spans, ended
 from obskit._receiver import _attrs as decoded_attributes
 from obskit.testing import OtlpReceiver
@@ -562,62 +562,6 @@ def test_ended_spans_make_the_same_request(rec: Recorder) -> None:
     mixed = [item if i % 2 else span for i, (item, span) in enumerate(zip(items, spans, strict=True))]
     assert encode_spans(mixed) == expected
     assert _span_payload(mixed) == expected
-
-
-def test_child_spans_encoded_where_they_end_make_the_same_request(rec: Recorder) -> None:
-    """Child spans written by child_encoder (as a stage span does when it ends) and queued as EncodedSpan items,
-    alone, mixed with EndedSpan items and spans, or read back by the SDK encoder's fallback: the SDK's bytes."""
-    tracer = rec.tracer()
-    remote = SpanContext(REMOTE.trace_id, REMOTE.span_id, is_remote=True, trace_flags=TraceFlags(1))
-    attribute_sets: list[dict[str, Any]] = [
-        {"model.name": "m", "model.version": "1", "model.stage": "inference"},
-        {"model.name": "m", "model.version": "1", "model.stage": "preprocess", "model.batch_size": 3},
-        {"n": 1},
-        {"s": "x", "big": 2**40},
-        {},
-        {"n": True},  # not laid out ahead (nor floats): queued as an EndedSpan
-    ]
-    with tracer.start_as_current_span("request", kind=SpanKind.SERVER):
-        for attributes in attribute_sets:
-            with tracer.start_as_current_span("stage", attributes=attributes):
-                pass
-    for attributes in attribute_sets:
-        with tracer.start_as_current_span(
-            "stage", context=trace.set_span_in_context(NonRecordingSpan(remote)), attributes=attributes
-        ):
-            pass
-    spans = rec.spans()
-    items: list[Any] = []
-    for span in spans:
-        item = ended(span)
-        assert type(item) is tuple
-        if span.parent is None:
-            items.append(item)
-            continue
-        encode = _otlp_trace.child_encoder(span.name, span.kind.value, item[9], span.parent.is_remote)
-        if encode is None:
-            assert item[9] == ("n", True)
-            items.append(item)
-            continue
-        context = span.get_span_context()
-        message = encode(context.trace_id, context.span_id, span.parent.span_id, span.start_time, span.end_time)
-        assert message == _otlp_trace._ended_message(item)
-        items.append((item[0], message))
-    assert sum(len(item) == 2 for item in items) == 2 * (len(attribute_sets) - 1)
-    expected = sdk_bytes(spans)
-    assert encode_spans(items) == expected
-    mixed = [item if i % 2 else span for i, (item, span) in enumerate(zip(items, spans, strict=True))]
-    assert encode_spans(mixed) == expected
-    assert _sdk_span_payload(items) == expected
-
-
-def test_no_child_encoder_for_what_cannot_be_laid_out_ahead() -> None:
-    """Values other than str and int (a list, a bool, a float) or a block past its size bound: no encoder."""
-    for value in (["a", "b"], True, 1.5):
-        assert _otlp_trace.child_encoder("stage", 0, ("v", value), False) is None
-    huge = ("blob", "x" * (_otlp_trace._ITEM_MAX_BYTES + 1))
-    assert _otlp_trace.child_encoder("stage", 0, huge, False) is None
-    assert _otlp_trace.child_encoder("stage", 0, ("n", 1), False) is not None
 
 
 def test_ended_items_share_their_repeating_fields_but_never_across_types(rec: Recorder) -> None:

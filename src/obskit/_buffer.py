@@ -670,14 +670,10 @@ def _sdk_span_payload(items: Sequence[Any]) -> bytes:
     from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
     from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
 
-    from ._otlp_trace import _origin_objects, as_readable
+    from ._otlp_trace import as_readable
 
     groups: dict[Any, dict[Any, list[PbSpan]]] = {}
     for item in items:
-        if type(item) is tuple and len(item) == 2:  # an EncodedSpan: a ScopeSpans.spans field, read back
-            resource, scope = _origin_objects[item[0]]
-            groups.setdefault(resource, {}).setdefault(scope or None, []).extend(ScopeSpans.FromString(item[1]).spans)
-            continue
         span = as_readable(item) if type(item) is tuple else item
         groups.setdefault(span.resource, {}).setdefault(span.instrumentation_scope or None, []).append(
             _encode_span(span)

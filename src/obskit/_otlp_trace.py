@@ -40,16 +40,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
     from opentelemetry.trace.span import TraceState
 
-__all__ = [
-    "EncodedSpan",
-    "EndedSpan",
-    "MessageEncoder",
-    "UnsupportedSpanData",
-    "as_readable",
-    "child_encoder",
-    "encode_spans",
-    "ended",
-]
+__all__ = ["EndedSpan", "UnsupportedSpanData", "as_readable", "encode_spans", "ended"]
 
 
 _T = TypeVar("_T")
@@ -530,10 +521,6 @@ EndedSpan = tuple[Any, ...]
 ``(origin, name, kind value, trace_id, span_id, parent span_id or 0, parent is remote, start, end, attribute keys
 then values (one flat tuple: a tuple holding a dict is never untracked), status code value, status description)``."""
 
-EncodedSpan = tuple[int, bytes]
-"""What a stage span may queue instead of its :data:`EndedSpan`: ``(origin, its ScopeSpans.spans field)``, written by a
-:func:`child_encoder` when the span ended."""
-
 # (id(resource), id(scope)) -> origin number; the objects are kept in _origin_objects (so the ids stay theirs).
 _ORIGINS_MAX: Final = 256
 _origins: dict[tuple[int, int], int] = {}
@@ -746,35 +733,6 @@ def _ended_message(item: EndedSpan) -> bytes:
     )
 
 
-MessageEncoder = Callable[[int, int, int, int, int], bytes]
-"""``encode(trace_id, span_id, parent_span_id, start, end)``: one span's ``ScopeSpans.spans`` field."""
-
-
-def child_encoder(name: str, kind: int, flat: tuple[Any, ...], remote: bool) -> MessageEncoder | None:
-    """The encoder of the ended, UNSET-status child spans that share ``name``, ``kind``, attributes and parent kind.
-
-    For what is fixed per decorated function (a stage span): the span can be encoded where it ends, while its
-    ids and times are still in the cache, and queued as an :data:`EncodedSpan`. Encoding the same span on the
-    export thread from its :data:`EndedSpan`, a batch of 512 later, cost twice as much as in a warm loop. None when
-    the attributes cannot be laid out ahead (then queue the ``EndedSpan``).
-    """
-    key = (name, kind, remote, StatusCode.UNSET.value, None, flat, ())
-    entry = _item_entry(key, 0)  # built from this very flat (a cached one may hold an equal True for a 1)
-    if entry is None:
-        return None
-    _, pack_times, times_lead, tail, fixed, _ = entry
-    if fixed is None:  # only for an entry with a client port
-        return None
-    lead, pack = fixed[1]
-    t_span_id, t_parent, t_end = _T_SPAN_ID, _T_PARENT_SPAN_ID, _T_END_BYTE
-
-    def encode(trace_id: int, span_id: int, parent_id: int, start: int, end: int) -> bytes:
-        ids = pack(lead, trace_id.to_bytes(16, "big"), t_span_id, span_id, t_parent, parent_id)
-        return ids + pack_times(times_lead, start, t_end, end) + tail  # type: ignore[no-any-return]
-
-    return encode
-
-
 def _ids_packer(lead: bytes, parent: bool) -> Callable[..., bytes]:
     """A struct packer of ``lead``, the trace id's 16 bytes, the span id and (``parent``) the parent's span id.
 
@@ -963,7 +921,7 @@ def _encode(items: Sequence[Any]) -> bytes:
     scope: Any
     by_origin: dict[int, list[bytes]] = {}  # an EndedSpan's origin number -> its scope's encoded spans
     for item in items:
-        if type(item) is tuple:  # an EndedSpan or an EncodedSpan
+        if type(item) is tuple:  # an EndedSpan
             found = by_origin.get(item[0])
             if found is None:
                 resource, scope = _origin_objects[item[0]]
@@ -972,7 +930,7 @@ def _encode(items: Sequence[Any]) -> bytes:
                     found = groups.setdefault(resource, {}).setdefault(scope or None, [b""])
                     by_identity[id(resource)][id(scope)] = found
                 by_origin[item[0]] = found
-            found.append(item[1] if len(item) == 2 else _ended_message(item))
+            found.append(_ended_message(item))
             continue
         span: Any = item
         span_class = type(span)

@@ -7,15 +7,13 @@ stage's span differs from call to call only in its ids, its times and a batch si
 per decorated function.
 
 So when the tracer is obskit's lean tracer and the provider's only processors are obskit's redaction and its
-accounted batch processor (nothing else can observe a span start or end), a stage span is a small object holding ids
-and times, and ``end()`` queues the span already encoded (``_otlp_trace.child_encoder``: its ids and times packed
-around the bytes that are the same for every call, while they are still in the cache; the export thread then only
-joins them) or, for attributes that cannot be laid out ahead, the very tuple ``ended()`` would have built
-(tests/spans/test_stagespan.py compares the paths on the wire, tests/test_otlp_trace.py byte by byte). Any other use
-of the span (an attribute other than the batch size, an event, a status, a name change, reading it as an SDK span)
-first turns it into the SDK span it stands for, with the same ids, times and attributes, and from then on everything
-goes through the SDK's path. Not a subclass of the SDK's ``Span``: ``isinstance(span,
-opentelemetry.sdk.trace.Span)`` is False for a stage span (the API's ``Span`` it is).
+accounted batch processor (nothing else can observe a span start or end), a stage span is a small object holding
+ids and times, and ``end()`` queues the very tuple ``ended()`` would have built (the encoder cannot tell them
+apart; tests/spans/test_stagespan.py compares the two paths on the wire). Any other use of the span (an attribute other
+than the batch size, an event, a status, a name change, reading it as an SDK span) first turns it into the SDK
+span it stands for, with the same ids, times and attributes, and from then on everything goes through the SDK's
+path. Not a subclass of the SDK's ``Span``: ``isinstance(span, opentelemetry.sdk.trace.Span)`` is False for a
+stage span (the API's ``Span`` it is).
 
 ``QueuedSpan`` (what such a span does besides its own fields) and ``SpanSource`` (a tracer and the origin number
 its tuples carry) are shared with the server spans of ``_serverspan``.
@@ -48,8 +46,6 @@ _INTERNAL: Final = SpanKind.INTERNAL
 _INTERNAL_VALUE: Final = SpanKind.INTERNAL.value
 _UNSET_VALUE: Final = StatusCode.UNSET.value
 _BATCH: Final = _semconv.ATTR_MODEL_BATCH_SIZE
-_NO_ENCODER: Final = object()  # no encoder made yet for this parent kind and batch size
-_MAX_ENCODERS: Final = 64  # batch sizes with an encoder, per function and parent kind (others: the EndedSpan)
 # Turning a stage span into an SDK span (at most once per span, seldom) and ending it: one lock for all of them.
 _sdk_span_lock = threading.Lock()
 
@@ -82,7 +78,7 @@ class SpanSource:
 class StageSpans(SpanSource):
     """The spans of one decorated function under one tracer: what they share, computed once."""
 
-    __slots__ = ("_encoders", "_flat", "_keys_and_batch", "_values", "attributes", "name")
+    __slots__ = ("_flat", "_keys_and_batch", "_values", "attributes", "name")
 
     def __init__(self, tracer: LeanTracer, name: str, attributes: Mapping[str, Any], origin: int) -> None:
         super().__init__(tracer, origin)
@@ -94,23 +90,6 @@ class StageSpans(SpanSource):
         others = tuple(key for key in keys if key != _BATCH)
         self._keys_and_batch = (*others, _BATCH)
         self._values = tuple(attributes[key] for key in others)
-        # By the parent's is-remote flag, then by batch size (None: the decorator's own attributes): the encoder
-        # of such a span, or None (its EndedSpan is queued).
-        self._encoders: tuple[dict[int | None, Any], dict[int | None, Any]] = ({}, {})
-
-    def encoder(self, remote: bool, batch: int | None) -> _otlp_trace.MessageEncoder | None:
-        """The encoder of this function's spans under a local or remote parent with ``batch`` (made once)."""
-        encoders = self._encoders[remote]
-        encode = encoders.get(batch, _NO_ENCODER)
-        if encode is _NO_ENCODER:
-            flat = self._flat if batch is None else (*self._keys_and_batch, *self._values, batch)
-            try:
-                encode = _otlp_trace.child_encoder(self.name, _INTERNAL_VALUE, flat, remote)
-            except Exception:  # an attribute the encoder cannot write ahead: queue the EndedSpan
-                encode = None
-            if len(encoders) < _MAX_ENCODERS:
-                encoders[batch] = encode
-        return encode  # type: ignore[no-any-return]
 
     def start(self) -> trace_api.Span | None:
         """A started span, child of the current span; None when only the SDK's path will do."""
@@ -196,8 +175,8 @@ class QueuedSpan(trace_api.Span):
     _end_time: int | None
     _sdk_span: _LeanSpan | None
 
-    def _item(self, end_time: int) -> _otlp_trace.EncodedSpan | _otlp_trace.EndedSpan:
-        """What is queued for the SDK span this span stands for, ended at ``end_time`` (tuple or encoded)."""
+    def _item(self, end_time: int) -> _otlp_trace.EndedSpan:
+        """What ``_otlp_trace.ended()`` makes of the SDK span this span stands for, ended at ``end_time``."""
         raise NotImplementedError
 
     def _make(self) -> _LeanSpan:
@@ -292,20 +271,9 @@ class StageSpan(QueuedSpan):
     _spans: StageSpans
     _batch: int | None
 
-    def _item(self, end_time: int) -> _otlp_trace.EncodedSpan | _otlp_trace.EndedSpan:
+    def _item(self, end_time: int) -> _otlp_trace.EndedSpan:
         spans, context, batch = self._spans, self._context, self._batch
         parent: Any = self._parent  # always set for a stage span (a root call takes the SDK's path)
-        encoders = spans._encoders[parent[IS_REMOTE]]
-        encode = encoders.get(batch, _NO_ENCODER)
-        if encode is _NO_ENCODER:
-            encode = spans.encoder(parent[IS_REMOTE], batch)
-        if encode is not None:
-            try:
-                message = encode(context[TRACE_ID], context[SPAN_ID], parent[SPAN_ID], self._start_time, end_time)
-            except Exception:  # a time out of range, say: the EndedSpan below reaches the encoder's own checks
-                pass
-            else:
-                return (spans._origin, message)
         return (
             spans._origin,
             spans.name,
