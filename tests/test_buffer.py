@@ -614,3 +614,40 @@ def test_gzip_compression_through_obskit_senders(rx: OtlpReceiver, protocol: str
     rx.wait_for_span("compressed", timeout=5)
     assert handle.telemetry_stats()["spans"].exported == 1
     assert handle.shutdown(5)
+
+
+def test_the_fork_hook_waits_for_a_grpc_call_then_gives_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before a fork obskit takes the lock every gRPC export call holds: at once when no call is in flight, after
+    at most ``wait_s`` when one is (the fork then goes ahead); the child starts with a lock of its own."""
+    from obskit._exporters import _grpc_calls
+
+    monkeypatch.setattr(_grpc_calls, "wait_s", 0.3)
+    monkeypatch.setattr(_grpc_calls, "lock", threading.Lock())
+    _grpc_calls._before_fork()  # no call in flight
+    assert _grpc_calls.lock.locked()
+    _grpc_calls._after_in_parent()
+    assert not _grpc_calls.lock.locked()
+
+    in_call, done = threading.Event(), threading.Event()
+
+    def call() -> None:
+        with _grpc_calls.lock:
+            in_call.set()
+            done.wait(10)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    assert in_call.wait(10)
+    started = time.monotonic()
+    _grpc_calls._before_fork()
+    waited = time.monotonic() - started
+    _grpc_calls._after_in_parent()
+    assert _grpc_calls.lock.locked()  # still the caller's: the hook gave up and released nothing
+    assert 0.25 <= waited < 5.0
+    parent_lock = _grpc_calls.lock
+    _grpc_calls._after_in_child()
+    assert _grpc_calls.lock is not parent_lock
+    assert not _grpc_calls.lock.locked()
+    done.set()
+    caller.join(10)
+    assert not parent_lock.locked()
