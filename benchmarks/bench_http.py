@@ -106,6 +106,15 @@ class Sample:
 # processes
 
 
+# Issue #8's HTTP targets: (framework, variant, least paired ratio to bare, by req/s and by CPU alike).
+TARGETS: list[tuple[str, str, float]] = [
+    ("flask", "obskit_full", 0.75),
+    ("fastapi", "obskit_full", 0.70),
+    ("flask", "obskit_metrics", 0.95),
+    ("fastapi", "obskit_metrics", 0.90),
+]
+
+
 def cpu_ticks(pid: int) -> int:
     """utime + stime of ``pid`` and all its live descendants, in clock ticks."""
     total = 0
@@ -499,14 +508,8 @@ def summarise(samples: list[Sample], args: argparse.Namespace) -> tuple[str, dic
                 f"{rw:.2f}x, {rc:.2f}x | {med(bare_ratio):.2f}x |"
             )
 
-    targets = [
-        ("flask", "obskit_full", 0.75),
-        ("fastapi", "obskit_full", 0.70),
-        ("flask", "obskit_metrics", 0.95),
-        ("fastapi", "obskit_metrics", 0.90),
-    ]
     lines += ["", "| issue target | req/s ratio | CPU ratio | verdict |", "|---|---:|---:|---|"]
-    for fw, variant, target in targets:
+    for fw, variant, target in TARGETS:
         ratio = data["ratios"].get(f"{fw}/{variant}")
         cpu_ratio = data["cpu_ratios"].get(f"{fw}/{variant}")
         if ratio is not None and cpu_ratio is not None:
