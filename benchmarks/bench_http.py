@@ -514,7 +514,7 @@ def summarise(samples: list[Sample], args: argparse.Namespace) -> tuple[str, dic
         cpu_ratio = data["cpu_ratios"].get(f"{fw}/{variant}")
         if ratio is not None and cpu_ratio is not None:
             verdict = "met" if min(ratio, cpu_ratio) >= target else "**not met**"
-            lines.append(f"| {variant} on {fw} >= {target:.2f}x | {ratio:.2f}x | {cpu_ratio:.2f}x | {verdict} |")
+            lines.append(f"| {variant} on {fw} >= {target:.2f}x | {ratio:.3f}x | {cpu_ratio:.3f}x | {verdict} |")
     for fw, r in data["routes"].items():
         ratio = max(r["wall1000"] / r["wall10"], r["cpu1000"] / r["cpu10"])
         verdict = "met" if ratio <= 1.10 else "**not met**"
