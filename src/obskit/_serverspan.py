@@ -112,6 +112,13 @@ def server_spans(tracer: object) -> ServerSpans | None:
     return None if origin is None else ServerSpans(tracer, origin)  # type: ignore[arg-type]  # a LeanTracer
 
 
+def _merge(store: dict[str, Any], attributes: Mapping[str, Any]) -> None:
+    """Add ``attributes`` to a span's store as the SDK's attribute store does."""
+    for key, value in attributes.items():
+        store.pop(key, None)  # a key set again moves last
+        store[key] = value
+
+
 class ServerSpan(QueuedSpan):
     """One request's server span (see the module docstring).
 
@@ -163,11 +170,7 @@ class ServerSpan(QueuedSpan):
             lock.acquire()
             try:
                 if self._sdk_span is None and self._end_time is None:
-                    store = self._attributes
-                    for key, value in attributes.items():
-                        if key in store:  # as the SDK's store: a key set again moves last
-                            del store[key]
-                        store[key] = value
+                    _merge(self._attributes, attributes)
                     return
             finally:
                 lock.release()
@@ -222,10 +225,7 @@ class ServerSpan(QueuedSpan):
                 ):
                     if name is not None:
                         self._name = name
-                    for key, value in attributes.items():
-                        if key in store:  # as the SDK's store: a key set again moves last
-                            del store[key]
-                        store[key] = value
+                    _merge(store, attributes)
                     if status is not None:
                         self._status = status
                     return

@@ -228,3 +228,23 @@ def test_an_error_status_with_a_description_on_the_fast_path(receiver: OtlpRecei
     got = {dict(s.attributes)["app.path"]: (s.status_code, s.status_message) for s in receiver.wait_for_spans(2)}
     assert got["fast"] == got["sdk"]
     assert got["fast"][1] == "Non-integer HTTP status: abc"
+
+
+def test_attributes_set_again_move_last_as_in_the_sdk_store() -> None:
+    """The fast path's attribute store orders keys as the SDK's BoundedAttributes does (a key set again moves last)."""
+    from opentelemetry.attributes import BoundedAttributes
+
+    store: dict[str, Any] = {"http.route": "/a", "url.path": "/a"}
+    _serverspan._merge(store, {"http.route": "/b", "http.response.status_code": 200})
+    sdk = BoundedAttributes(attributes={"http.route": "/a", "url.path": "/a"}, immutable=False)
+    for key, value in {"http.route": "/b", "http.response.status_code": 200}.items():
+        sdk[key] = value
+    assert (
+        list(store.items())
+        == list(sdk.items())
+        == [
+            ("url.path", "/a"),
+            ("http.route", "/b"),
+            ("http.response.status_code", 200),
+        ]
+    )
