@@ -21,7 +21,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_http import TARGETS
+from bench_http import TARGETS, target_met
 
 MIN_RUNS = 3
 
@@ -57,7 +57,7 @@ def judge(runs: list[dict[str, Any]]) -> tuple[list[str], bool]:
         cpu = [p[1] for p in pairs]
         added = [p[2] for p in pairs if p[2] is not None]
         rps_median, cpu_median = statistics.median(rps), statistics.median(cpu)
-        met = min(rps_median, cpu_median) >= target
+        met = target_met(rps_median, cpu_median, target)
         all_met = all_met and met
         lines.append(
             f"| {variant} on {framework} >= {target:.2f}x | {len(pairs)} | {', '.join(f'{r:.2f}' for r in rps)} | "
