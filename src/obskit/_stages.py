@@ -419,8 +419,8 @@ def _close(
             span.set_attribute(_semconv.ATTR_ERROR_TYPE, qualname)
             span.record_exception(error)
             span.set_status(Status(_ERROR, f"{qualname}: {error}"))
-        if batch is not None and batch != resolved.span_attrs.get(_semconv.ATTR_MODEL_BATCH_SIZE):
-            span.set_attribute(_semconv.ATTR_MODEL_BATCH_SIZE, batch)
+        if batch is not None and batch != resolved.span_attrs.get(_BATCH):
+            span.set_attribute(_BATCH, batch)
     except Exception as internal:
         _internal_error("stage end span", internal)
     try:
