@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import sys
 import threading
 from typing import Any
 
@@ -7,6 +8,7 @@ import pytest
 from flask import Flask
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 
 from obskit import _aggregate, _producer
@@ -23,6 +25,89 @@ def test_buckets_are_upper_inclusive_with_sum_min_max():
     [snap] = histogram.snapshots()
     assert snap.bucket_counts == (2, 2, 1)
     assert (snap.count, snap.sum, snap.min, snap.max) == (5, 14.0, 0.5, 9.0)
+
+
+def test_batched_records_match_the_sdk_histogram():
+    """Records folded in batches (sorted, bisected) give the SDK explicit histogram's buckets, sum, min and max.
+
+    1,000 values: three full batches and a partial one still queued when the snapshot is taken; boundary values,
+    ints and values past the last bound included (no negatives: the SDK drops them), in random order.
+    """
+    import random
+
+    bounds = (0.0, 0.005, 0.01, 0.1, 1.0, 10.0)
+    rng = random.Random(7)
+    values: list[float] = [rng.choice([*bounds, 3, 250, 1e6]) for _ in range(200)]
+    values += [rng.uniform(0.0, 20.0) for _ in range(800)]
+    rng.shuffle(values)
+    assert len(values) % _aggregate.FOLD_AT
+    histogram = _aggregate.Histogram("h", "s", "", bounds, _aggregate.OWN_SCOPE)
+    series = histogram.series({})
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(
+        metric_readers=[reader],
+        views=[View(instrument_name="h", aggregation=ExplicitBucketHistogramAggregation(bounds))],
+    )
+    sdk = provider.get_meter("m").create_histogram("h")
+    for value in values:
+        series.record(value)
+        sdk.record(value)
+    data = reader.get_metrics_data()
+    assert data is not None
+    [point] = data.resource_metrics[0].scope_metrics[0].metrics[0].data.data_points
+    [snap] = histogram.snapshots()
+    assert snap.bucket_counts == tuple(point.bucket_counts)
+    assert (snap.count, snap.min, snap.max) == (point.count, point.min, point.max) == (1000, min(values), max(values))
+    assert snap.sum == pytest.approx(point.sum, rel=1e-12)
+    provider.shutdown()
+
+
+def test_a_nan_record_keeps_the_unbatched_semantics():
+    """A NaN lands in the first bucket and leaves min and max alone, as one-by-one bisecting did; the sum is NaN."""
+    histogram = _aggregate.Histogram("h", "s", "", (1.0, 2.0), _aggregate.OWN_SCOPE)
+    series = histogram.series({})
+    for value in (1.5, float("nan"), 3.0):
+        series.record(value)
+    [snap] = histogram.snapshots()
+    assert snap.bucket_counts == (1, 1, 1)
+    assert (snap.count, snap.min, snap.max) == (3, 1.5, 3.0)
+    assert snap.sum != snap.sum
+
+
+def test_records_from_threads_are_all_counted_while_snapshots_fold():
+    """Appends racing the folds of other recorders and of concurrent snapshots lose nothing and count nothing twice."""
+    histogram = _aggregate.Histogram("h", "s", "", (0.5,), _aggregate.OWN_SCOPE)
+    series = histogram.series({})
+    done = threading.Event()
+    seen: list[int] = []
+
+    def record() -> None:
+        for i in range(20_000):
+            series.record(0.25 if i % 2 else 0.75)
+
+    def snapshot() -> None:
+        while not done.is_set():
+            for snap in histogram.snapshots():
+                seen.append(snap.count)
+
+    watcher = threading.Thread(target=snapshot)
+    threads = [threading.Thread(target=record) for _ in range(4)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as CPython can: the races get their chances
+    try:
+        watcher.start()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        done.set()
+        watcher.join()
+    finally:
+        sys.setswitchinterval(interval)
+    [snap] = histogram.snapshots()
+    assert snap.bucket_counts == (40_000, 40_000)
+    assert (snap.count, snap.sum) == (80_000, 40_000.0)
+    assert seen == sorted(seen)  # cumulative: a snapshot never goes back
 
 
 def test_series_key_ignores_attribute_order():
