@@ -157,6 +157,30 @@ def test_up_down_sum_reports_zero_and_is_exact_under_threads():
     assert up_down.snapshots() == [({"m": "GET"}, 0)]
 
 
+def test_up_down_cells_share_one_sum_with_add():
+    """Cells of one attribute set count into the same sum as add(); up()/down() from threads end where they began."""
+    up_down = _aggregate.UpDownSum("a", "{request}", "", _aggregate.OWN_SCOPE)
+    first, second = up_down.cell({"m": "GET"}), up_down.cell({"m": "GET"})
+    up_down.add(5, {"m": "GET"})
+    first.up()
+    first.up()
+    second.down()
+    assert up_down.snapshots() == [({"m": "GET"}, 6)]
+
+    def work() -> None:
+        for _ in range(5000):
+            first.up()
+            second.down()
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    second.add(-6)
+    assert up_down.snapshots() == [({"m": "GET"}, 0)]
+
+
 def test_reader_collects_registry_into_existing_scope():
     """An attached reader sees the registry's metrics in the scope that created them, beside the SDK's."""
     registry = _aggregate.Registry()

@@ -303,6 +303,19 @@ def test_methods_of_every_kind(telemetry: Telemetry) -> None:
     assert [s.attributes["model.batch_size"] for s in spans[:2]] == [2, 1]  # type: ignore[index]
 
 
+def test_methods_metrics_only(telemetry: Telemetry) -> None:
+    """A method's metrics-only calls (wrapt's path, not a plain function's) record durations and batch sizes."""
+    telemetry.bind(traces=False)
+    model = Model()
+    assert [model.predict([1] * n) for n in (1, 2, 3)] == [[10], [10] * 2, [10] * 3]
+    assert model.scale(3) == 30
+    assert telemetry.spans() == []
+    assert telemetry.point(_semconv.MODEL_DURATION, **attrs("inference")).count == 4
+    sizes = telemetry.point(_semconv.MODEL_BATCH_SIZE, **attrs("inference"))
+    assert (sizes.count, sizes.sum) == (3, 6)
+    assert telemetry.point(_semconv.MODEL_ACTIVE, **attrs("inference")).value == 0
+
+
 def test_async_function(telemetry: Telemetry) -> None:
     """An async stage's span covers the awaited execution and is current inside it."""
     seen: list[trace.Span] = []

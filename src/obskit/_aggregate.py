@@ -12,9 +12,10 @@ Pure Python on purpose: the stage decorators that record into it speak only the 
 
 from __future__ import annotations
 
+import itertools
 import threading
 from bisect import bisect_left, bisect_right
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from time import time_ns
 from typing import Any, Final
@@ -193,6 +194,7 @@ class UpDownSum:
         self.name = name
         self.unit = unit
         self.description = description
+        # Per attribute set: [sum of add()s, attributes, count of up()s, count of down()s].
         self._values: dict[frozenset[tuple[str, Any]], list[Any]] = {}
         self._lock = threading.Lock()
 
@@ -214,30 +216,44 @@ class UpDownSum:
                 key, attributes = _OVERFLOW_KEY, _OVERFLOW_ATTRIBUTES
                 entry = self._values.get(key)
             if entry is None:
-                entry = self._values[key] = [0, dict(attributes)]
+                entry = self._values[key] = [0, dict(attributes), itertools.count(), itertools.count()]
         return entry
 
     def snapshots(self) -> list[tuple[Mapping[str, Any], float]]:
         with self._lock:
-            return [(attributes, value) for value, attributes in self._values.values()]
+            entries = list(self._values.values())
+        # Downs read before ups: a value never dips below the truth, at worst it is one instant late.
+        out = []
+        for value, attributes, ups, downs in entries:
+            down = count_value(downs)
+            out.append((attributes, value + count_value(ups) - down))
+        return out
 
 
 class UpDownCell:
-    """One attribute set's value in an :class:`UpDownSum`."""
+    """One attribute set's value in an :class:`UpDownSum`.
 
-    __slots__ = ("_entry", "_lock")
+    ``up()`` and ``down()`` add +1 and -1 (an active request, say) as one C call each, ``next()`` on an
+    ``itertools.count``, atomic under the GIL and no Python frame: ``add(±1)`` under the lock cost ~27 bytecodes
+    and a frame, twice per HTTP request.
+    """
+
+    __slots__ = ("_entry", "_lock", "down", "up")
 
     def __init__(self, entry: list[Any], lock: threading.Lock) -> None:
         self._entry = entry
         self._lock = lock
+        self.up: Callable[[], object] = entry[2].__next__
+        self.down: Callable[[], object] = entry[3].__next__
 
     def add(self, amount: float) -> None:
-        lock = self._lock
-        lock.acquire()  # not "with": see Series.record (twice per HTTP request)
-        try:
+        with self._lock:
             self._entry[0] += amount
-        finally:
-            lock.release()
+
+
+def count_value(counter: itertools.count[int]) -> int:
+    """The next value of an ``itertools.count()`` without taking it (its repr is ``count(N)``)."""
+    return int(repr(counter)[6:-1])
 
 
 class Registry:

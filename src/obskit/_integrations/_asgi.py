@@ -149,8 +149,8 @@ class _UpDown:
         self._resolve: Callable[[dict[str, Any]], tuple[Any, bool]] | None = getattr(instrument, "resolve", None)
         self._cells: dict[tuple[Any, ...], Any] = {}
 
-    def add(self, amount: int, key: tuple[Any, ...], attributes: Callable[[], dict[str, Any]]) -> Any:
-        """Add to the series of ``key`` and return that series (to ``.add(-1)`` to at the request's end).
+    def up(self, key: tuple[Any, ...], attributes: Callable[[], dict[str, Any]]) -> Any:
+        """Add 1 to the series of ``key`` and return that series (to ``.down()`` at the request's end).
 
         ``attributes()`` builds the attribute set; it is called only for a key not seen (and cached) yet.
         """
@@ -162,7 +162,7 @@ class _UpDown:
                 cell, reusable = self._resolve(attributes())
                 if reusable and len(self._cells) < _MAX_CACHED:
                     self._cells[key] = cell
-        cell.add(amount)
+        cell.up()
         return cell
 
 
@@ -458,7 +458,7 @@ class _Request:
                 span = tracer.start_span(self.name, parent, kind, attributes)
             self.span = span
             self.token = attach_context(with_span(span, parent))
-        self.active = middleware._instruments.active.add(1, (self.method, self.scheme), self._active_attributes)
+        self.active = middleware._instruments.active.up((self.method, self.scheme), self._active_attributes)
 
     def _active_attributes(self) -> dict[str, Any]:
         attributes: dict[str, Any] = {"http.request.method": self.method}
@@ -674,7 +674,7 @@ class _Request:
                 self.response_length,
                 self.content_length,
             )
-            self.active.add(-1)
+            self.active.down()
         finally:
             if self.token is not None:
                 detach_context(self.token)

@@ -78,7 +78,8 @@ class MethodNames:
 class ApiSeries:
     """One attribute set of an API instrument (a meter provider other than obskit's), used like obskit's series.
 
-    ``record(value, trace_id, span_id)`` for a histogram (the SDK then takes exemplars itself), ``add(amount)``.
+    ``record(value, trace_id, span_id)`` for a histogram (the SDK then takes exemplars itself), ``add(amount)``,
+    ``up()`` and ``down()`` (``add(1)``, ``add(-1)``) for an up-down counter.
     """
 
     __slots__ = ("_attributes", "_instrument")
@@ -92,6 +93,12 @@ class ApiSeries:
 
     def add(self, amount: float) -> None:
         self._instrument.add(amount, self._attributes)
+
+    def up(self) -> None:
+        self._instrument.add(1, self._attributes)
+
+    def down(self) -> None:
+        self._instrument.add(-1, self._attributes)
 
 
 class ExcludedPaths:

@@ -192,7 +192,7 @@ class ServerMetrics:
         return found
 
     def new_active(self, key: tuple[str, str | None]) -> Any:
-        """The active-requests series of (method, scheme) not cached yet (``add(+1)``/``add(-1)``)."""
+        """The active-requests series of (method, scheme) not cached yet (``up()``/``down()``)."""
         method, scheme = key
         attributes: dict[str, Any] = {METHOD: method, SCHEME: scheme} if scheme else {METHOD: method}
         make = (lambda a: ApiSeries(self._active, a)) if self._guard is None else self._active.cell
@@ -395,7 +395,7 @@ class Middleware:
             metrics = self.metrics
             key = (exchange.method, exchange.scheme)
             active = exchange.active = metrics._actives.get(key) or metrics.new_active(key)
-            active.add(1)
+            active.up()
             exchange.t0 = perf_counter()
             return exchange
         except Exception:
@@ -487,7 +487,7 @@ class Middleware:
         status_code: int | None = None
         error: str | None = None
         try:
-            exchange.active.add(-1)
+            exchange.active.down()
             status_line = exchange.status
             if status_line is not None:
                 code = status_line.split(" ", 1)[0]
