@@ -201,6 +201,57 @@ def test_same_spans_and_metric_streams_as_contrib(
     assert obskit_streams == contrib_streams
 
 
+def _metrics_only(middleware: str, escape: bool = False) -> dict[Any, Any]:
+    """The HTTP metric streams of the parity scenario with traces off, as init() wires metrics-only mode."""
+    from opentelemetry import trace
+
+    from obskit import _guard
+    from obskit._integrations import flask as flask_integration
+
+    with capture_telemetry(auto_instrument=False, capture_headers=list(HEADERS)) as telemetry:
+        app = _app()
+        flask_integration.instrument(app, trace.NoOpTracerProvider(), _guard.current(), ("/healthz",), middleware)
+        _drive(app)
+        if escape:
+            app.testing = True  # PROPAGATE_EXCEPTIONS: no response at all, the exception reaches the server
+            with pytest.raises(ZeroDivisionError, match="parity boom"):
+                app.test_client().get("/boom")
+        assert [s.name for s in telemetry.spans()] == ["inference parity"] * 6  # the stage spans only
+        return _streams(telemetry)
+
+
+def _durations(streams: dict[Any, Any]) -> dict[tuple[tuple[str, Any], ...], int]:
+    [duration] = [v for k, v in streams.items() if k[2] == "http.server.request.duration"]
+    return {tuple(point[0]): point[1] for point in duration["points"]}
+
+
+def test_metrics_only_same_metric_streams_as_contrib() -> None:
+    """Traces off: the same HTTP metric streams as contrib's, point by point (obskit's metrics-only path)."""
+    contrib = _metrics_only("contrib")
+    ours = _metrics_only("obskit")
+    attributes = [dict(key) for key in _durations(contrib)]
+    # The scenario covers what it claims to: routes, an unmatched path, 5xx, 405, https, the excluded path.
+    assert {a.get("http.route") for a in attributes} >= {"/items/<int:item_id>", "/users/<name>/orders/<int:order>"}
+    assert {a.get("http.response.status_code") for a in attributes} == {200, 201, 404, 405, 500}
+    assert {a.get("url.scheme") for a in attributes} == {"http", "https"}
+    assert sum(_durations(contrib).values()) == 10  # the 11 requests of _drive() but /healthz
+    assert ours == contrib
+
+
+def test_metrics_only_exception_escaping_flask_is_recorded() -> None:
+    """Traces off, PROPAGATE_EXCEPTIONS: the request without a response is recorded with its exception's type
+    (contrib records nothing for it), and nothing else changes."""
+    before = _durations(_metrics_only("obskit"))
+    after = _durations(_metrics_only("obskit", escape=True))
+    escaped = (
+        ("error.type", "ZeroDivisionError"),
+        ("http.request.method", "GET"),
+        ("http.route", "/boom"),
+        ("url.scheme", "http"),
+    )
+    assert after == {**before, escaped: 1}
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # obskit's middleware beyond what contrib does.
 
@@ -298,6 +349,49 @@ def test_guard_overflow_counted_per_request() -> None:
             )
             == 3
         )
+
+
+@pytest.mark.parametrize("traces", [True, False], ids=["full", "metrics-only"])
+def test_active_requests_overflow_counted_per_request(traces: bool) -> None:
+    """A method past the label limit on http.server.active_requests is counted as an overflow at every request
+    (its series is not cached, and neither is the request info that holds it)."""
+    from opentelemetry import trace
+
+    from obskit import _guard
+    from obskit._integrations import flask as flask_integration
+
+    with capture_telemetry(auto_instrument=False, max_label_values=1) as telemetry:
+        app = _app()
+        provider = trace.get_tracer_provider() if traces else trace.NoOpTracerProvider()
+        flask_integration.instrument(app, provider, _guard.current(), (), "obskit")
+        client = app.test_client()
+        for _ in range(2):
+            assert client.get("/items/1").status_code == 200
+        for order in range(3):
+            assert client.post(f"/users/ada/orders/{order}").status_code == 201
+        overflow = telemetry.metric("obskit.cardinality.overflow")
+        key = {"obskit.metric": "http.server.active_requests", "obskit.attribute": "http.request.method"}
+        assert overflow.value(attributes=key) == 3
+
+
+def test_status_lines_as_contrib_reads_them() -> None:
+    """Status code and error.type of a WSGI status line: 5xx and codes below 100 are errors, a non-number too."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.metrics import MeterProvider
+
+    from obskit._integrations._wsgi import Middleware
+
+    middleware = Middleware(trace.NoOpTracerProvider(), MeterProvider(), (), ("s", "1", ""), False, ())
+    lines = ["200 OK", "404 NOT FOUND", "503 SERVICE UNAVAILABLE", "099 LOW", "abc", "200 OK"]
+    assert [middleware.status(line) for line in lines] == [
+        (200, None),
+        (404, None),
+        (503, "503"),
+        (99, "099"),
+        (None, "abc"),
+        (200, None),
+    ]
+    assert middleware._statuses["503 SERVICE UNAVAILABLE"] == (503, "503")
 
 
 def test_metrics_through_another_meter_provider() -> None:

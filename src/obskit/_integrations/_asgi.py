@@ -391,13 +391,9 @@ class _Request:
         self.excluded = False
         path: str = scope.get("path", "")
         excluded = middleware._excluded
-        if excluded.active:
-            hit = excluded.cache.get(path)
-            if hit is None:
-                hit = excluded(path)
-            if hit:
-                self.excluded = True
-                return
+        if excluded.active and excluded.cache[path]:
+            self.excluded = True
+            return
         self.start = perf_counter()
         self.middleware = middleware
         self.scope = scope

@@ -102,20 +102,33 @@ class ApiSeries:
 
 
 class ExcludedPaths:
-    """OBSKIT_EXCLUDED_URLS per request path: ``cache.get(path)`` first (a call less per request), else a call.
+    """OBSKIT_EXCLUDED_URLS per request path: ``active and cache[path]`` (a dict lookup; a miss searches).
 
     Paths come from clients: the first ``_MAX_EXCLUDED_PATHS`` seen are remembered, later ones searched each time.
     """
 
     def __init__(self, patterns: Iterable[str]) -> None:
-        self._search = excluded_paths(patterns)
-        self.active = self._search is not None  # False: nothing is ever excluded
-        self.cache: dict[str, bool] = {}
+        search = excluded_paths(patterns)
+        self.active = search is not None  # False: nothing is ever excluded
+        self.cache = _Verdicts(search)
 
     def __call__(self, path: str) -> bool:
+        return self.cache[path]
+
+
+class _Verdicts(dict[str, bool]):
+    """Whether a path is excluded; a path not seen yet is searched by ``__missing__`` (a dict hit is no call)."""
+
+    __slots__ = ("_search",)
+
+    def __init__(self, search: Callable[[str], Any] | None) -> None:
+        super().__init__()
+        self._search = search
+
+    def __missing__(self, path: str) -> bool:
         excluded = self._search is not None and bool(self._search(path))
-        if len(self.cache) < _MAX_EXCLUDED_PATHS:
-            self.cache[path] = excluded
+        if len(self) < _MAX_EXCLUDED_PATHS:
+            self[path] = excluded
         return excluded
 
 

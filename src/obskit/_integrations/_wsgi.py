@@ -9,6 +9,7 @@ stable-semconv output (tests/integrations/test_flask_parity.py holds it to that)
 the excluded-path regex is one alternation searched in ``PATH_INFO``, the method sanitised from a cache, context
 extracted only when a propagation header is there, attributes set at ``start_span``, and each metric record is one
 ``Series.record`` on a series resolved (through the cardinality guard) once per distinct attribute tuple.
+With traces off, :meth:`Middleware.metrics_only` does the metrics part alone in one frame (no span state).
 
 Measured in-process at this commit (a Flask POST with a route variable driven by direct WSGI calls, no server;
 CPU µs per request added to the bare app's 75, least of 5 rounds of 20,000, one fresh process per row):
@@ -61,6 +62,10 @@ _SERVER: Final = SpanKind.SERVER
 _INTERNAL: Final = SpanKind.INTERNAL
 _ERROR: Final = StatusCode.ERROR
 _ERROR_STATUS: Final = Status(_ERROR)
+
+
+RequestInfo = tuple[str, "str | None", str, "str | None", str, Any]
+"""method, method_original, span name, url.scheme, network.protocol.version, active-requests series."""
 
 
 def internal_error(where: str) -> None:
@@ -371,36 +376,147 @@ class Middleware:
 
         self._synthetic = detect_synthetic_user_agent
         self._agents: dict[str, str | None] = {}
+        # Per (REQUEST_METHOD, wsgi.url_scheme, SERVER_PROTOCOL): what begin() derives from them (request_info);
+        # per status line: its code and error.type (status). Bounded: both come from clients or the app.
+        self._requests: dict[tuple[Any, Any, Any], RequestInfo] = {}
+        self._statuses: dict[str, tuple[int | None, str | None]] = {}
 
     def begin(self, environ: Mapping[str, Any], start_response: Callable[..., Any]) -> Exchange | None:
         """A new exchange (the request counted as active), or None: excluded, or obskit failed."""
         try:
             excluded = self.excluded
-            if excluded.active:
-                path = environ.get("PATH_INFO", "")
-                hit = excluded.cache.get(path)
-                if hit is None:
-                    hit = excluded(path)
-                if hit:
-                    return None
+            if excluded.active and excluded.cache[environ.get("PATH_INFO", "")]:
+                return None
             exchange = Exchange(start_response)
             exchange.start_ns = time_ns()
-            raw = environ.get("REQUEST_METHOD", "")
-            exchange.method, exchange.method_original, exchange.name = self.methods.cache.get(raw) or self.methods(raw)
-            exchange.scheme = environ.get("wsgi.url_scheme")
-            protocol = environ.get("SERVER_PROTOCOL", "")
-            if protocol[:5].upper() == "HTTP/":
-                protocol = protocol[5:]
-            exchange.protocol = protocol
-            metrics = self.metrics
-            key = (exchange.method, exchange.scheme)
-            active = exchange.active = metrics._actives.get(key) or metrics.new_active(key)
+            get = environ.get
+            key = (get("REQUEST_METHOD", ""), get("wsgi.url_scheme"), get("SERVER_PROTOCOL", ""))
+            (
+                exchange.method,
+                exchange.method_original,
+                exchange.name,
+                exchange.scheme,
+                exchange.protocol,
+                active,
+            ) = self._requests.get(key) or self.request_info(key)
+            exchange.active = active
             active.up()
             exchange.t0 = perf_counter()
             return exchange
         except Exception:
             internal_error("wsgi request start")
             return None
+
+    def request_info(self, key: tuple[Any, Any, Any]) -> RequestInfo:
+        """The :data:`RequestInfo` of a request's (REQUEST_METHOD, wsgi.url_scheme, SERVER_PROTOCOL).
+
+        Cached in ``_requests`` when its active-requests series is cached.
+        """
+        raw, scheme, protocol = key
+        method, original, name = self.methods(raw)
+        if protocol[:5].upper() == "HTTP/":
+            protocol = protocol[5:]
+        metrics = self.metrics
+        active_key = (method, scheme)
+        active = metrics._actives.get(active_key) or metrics.new_active(active_key)
+        info = (method, original, name, scheme, protocol, active)
+        # A series the guard overflowed is not cached (ServerMetrics): neither is its request info, so that every
+        # such request is counted as an overflow again.
+        if active_key in metrics._actives and len(self._requests) < MAX_SERIES:
+            self._requests[key] = info
+        return info
+
+    def status(self, status_line: str) -> tuple[int | None, str | None]:
+        """``http.response.status_code`` and ``error.type`` of a WSGI status line (contrib's rules), cached."""
+        code = status_line.split(" ", 1)[0]
+        try:
+            status_code = int(code)
+        except ValueError:
+            found: tuple[int | None, str | None] = (None, code)
+        else:
+            found = (status_code, code if status_code < 100 or status_code >= 500 else None)
+        if len(self._statuses) < MAX_SERIES:
+            self._statuses[status_line] = found
+        return found
+
+    def record_duration(
+        self,
+        method: str,
+        scheme: str | None,
+        protocol: str,
+        route: str | None,
+        status_line: str | None,
+        escaped: BaseException | None,
+        duration: float,
+        trace_id: int = 0,
+        span_id: int = 0,
+    ) -> tuple[int | None, str | None]:
+        """Record ``http.server.request.duration``; returns the status code and error.type it was recorded with."""
+        if status_line is not None:
+            status_code, error = self._statuses.get(status_line) or self.status(status_line)
+        elif escaped is not None:
+            # No response at all (PROPAGATE_EXCEPTIONS, or a BaseException): contrib records nothing; the
+            # semantic conventions' error.type is then the exception's type.
+            status_code, error = None, type(escaped).__qualname__
+        else:
+            status_code = error = None
+        key = (method, scheme, status_code, route, protocol, error)
+        metrics = self.metrics
+        sink = metrics._durations.get(key)
+        if sink is None:
+            sink = metrics.duration(*key)
+        sink.record(duration, trace_id, span_id)
+        return status_code, error
+
+    def metrics_only(self, wsgi_app: Callable[..., Any], route_key: str) -> Callable[..., Any]:
+        """``wsgi_app`` wrapped for metrics only (no tracer): what ``begin`` and ``finish`` do, in one frame.
+
+        The framework puts the matched route in ``environ[route_key]`` while it dispatches. No :class:`Exchange`
+        (the status line is caught by a closure) and no response propagation (without a span there is nothing to
+        inject). Why a path of its own: Flask metrics-only was the one target of issue 8 still missed (0.94x
+        against 0.95x); per request this is ~110 bytecodes and three Python calls fewer than begin/finish and the
+        Exchange (benchmarks/count_opcodes.py), and in a gunicorn worker every bytecode costs ~30-50 ns.
+        """
+        excluded = self.excluded
+        requests = self._requests
+        request_info = self.request_info
+        record_duration = self.record_duration
+
+        def obskit_metrics_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+            try:
+                if excluded.active and excluded.cache[environ.get("PATH_INFO", "")]:
+                    return wsgi_app(environ, start_response)
+                get = environ.get
+                key = (get("REQUEST_METHOD", ""), get("wsgi.url_scheme"), get("SERVER_PROTOCOL", ""))
+                info = requests.get(key) or request_info(key)
+                seen: list[str] = []
+
+                def start(status: str, headers: Any, *args: Any) -> Any:
+                    seen.append(status)
+                    return start_response(status, headers, *args)
+
+                info[5].up()
+                t0 = perf_counter()
+            except Exception:
+                internal_error("wsgi request start")
+                return wsgi_app(environ, start_response)
+            escaped: BaseException | None = None
+            try:
+                return wsgi_app(environ, start)
+            except BaseException as exc:
+                escaped = exc
+                raise
+            finally:
+                duration = perf_counter() - t0
+                try:
+                    info[5].down()
+                    record_duration(
+                        info[0], info[3], info[4], get(route_key), seen[-1] if seen else None, escaped, duration
+                    )
+                except Exception:
+                    internal_error("wsgi request metrics")
+
+        return obskit_metrics_app
 
     def enter(self, exchange: Exchange, environ: Mapping[str, Any], route: str | None) -> None:
         """The request is routed: start its server span (named by ``route``) and make it current."""
@@ -488,32 +604,23 @@ class Middleware:
         error: str | None = None
         try:
             exchange.active.down()
-            status_line = exchange.status
-            if status_line is not None:
-                code = status_line.split(" ", 1)[0]
-                try:
-                    status_code = int(code)
-                except ValueError:
-                    error = code
-                else:
-                    if status_code < 100 or status_code >= 500:
-                        error = code
-            elif escaped is not None:
-                # No response at all (PROPAGATE_EXCEPTIONS, or a BaseException): contrib records nothing; the
-                # semantic conventions' error.type is then the exception's type.
-                error = type(escaped).__qualname__
             span = exchange.span
             trace_id = span_id = 0
             if span is not None:
                 span_context = span.get_span_context()
                 if span_context[TRACE_FLAGS] & 1:  # sampled: exemplars as the SDK's default trace_based filter
                     trace_id, span_id = span_context[TRACE_ID], span_context[SPAN_ID]
-            key = (exchange.method, exchange.scheme, status_code, exchange.route, exchange.protocol, error)
-            metrics = self.metrics
-            sink = metrics._durations.get(key)
-            if sink is None:
-                sink = metrics.duration(*key)
-            sink.record(duration, trace_id, span_id)
+            status_code, error = self.record_duration(
+                exchange.method,
+                exchange.scheme,
+                exchange.protocol,
+                exchange.route,
+                exchange.status,
+                escaped,
+                duration,
+                trace_id,
+                span_id,
+            )
         except Exception:
             internal_error("wsgi request metrics")
         span = exchange.span

@@ -50,6 +50,7 @@ def instrument(
 
 
 _EXCHANGE_KEY = "obskit.exchange"
+_ROUTE_KEY = "obskit.route"
 
 
 def _instrument_lean(app: Any, tracer_provider: Any, meter_provider: Any, excluded_urls: tuple[str, ...]) -> None:
@@ -108,10 +109,7 @@ def _instrument_lean(app: Any, tracer_provider: Any, meter_provider: Any, exclud
             return dispatch()
         try:
             rule = request.url_rule
-            if tracer is None:  # metrics only: the route is all there is to note
-                exchange.route = None if rule is None else rule.rule
-            else:
-                enter(exchange, environ, None if rule is None else rule.rule)
+            enter(exchange, environ, None if rule is None else rule.rule)
         except Exception:
             internal_error("flask dispatch")
         try:
@@ -121,9 +119,24 @@ def _instrument_lean(app: Any, tracer_provider: Any, meter_provider: Any, exclud
                 exchange.error = exc
             raise
 
+    def obskit_route_dispatch_request() -> Any:
+        # Metrics only: the route is all there is to note, for middleware.metrics_only() to read in the environ.
+        try:
+            request = get_request_context().request if get_request_context is not None else current_request()
+            rule = request.url_rule
+            if rule is not None:
+                request.environ[_ROUTE_KEY] = rule.rule
+        except Exception:
+            internal_error("flask dispatch")
+        return dispatch()
+
     app._original_wsgi_app = wsgi_app
-    app.wsgi_app = obskit_wsgi_app
-    app.full_dispatch_request = obskit_full_dispatch_request
+    if tracer is None:
+        app.wsgi_app = middleware.metrics_only(wsgi_app, _ROUTE_KEY)
+        app.full_dispatch_request = obskit_route_dispatch_request
+    else:
+        app.wsgi_app = obskit_wsgi_app
+        app.full_dispatch_request = obskit_full_dispatch_request
     app._is_instrumented_by_opentelemetry = True
 
 
