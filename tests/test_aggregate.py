@@ -83,7 +83,7 @@ def test_records_from_threads_are_all_counted_while_snapshots_fold():
 
     def record() -> None:
         for i in range(20_000):
-            series.record(0.25 if i % 2 else 0.75)
+            series.record(0.25 if i % 2 else 0.75, trace_id=i % 3, span_id=i)  # a third without an exemplar
 
     def snapshot() -> None:
         while not done.is_set():
@@ -107,6 +107,8 @@ def test_records_from_threads_are_all_counted_while_snapshots_fold():
     [snap] = histogram.snapshots()
     assert snap.bucket_counts == (40_000, 40_000)
     assert (snap.count, snap.sum) == (80_000, 40_000.0)
+    assert [e.value for e in snap.exemplars] == [0.25, 0.75]  # one per bucket, from a traced record
+    assert all(e.trace_id == e.span_id % 3 != 0 for e in snap.exemplars)
     assert seen == sorted(seen)  # cumulative: a snapshot never goes back
 
 
@@ -126,6 +128,11 @@ def test_exemplar_only_for_sampled_spans_last_per_bucket():
     series.record(5.0)
     [snap] = histogram.snapshots()
     assert [(e.value, e.trace_id, e.span_id) for e in snap.exemplars] == [(0.9, 3, 4)]
+    series.record(1.0, trace_id=5, span_id=6)  # on the boundary: the first bucket's, as its count
+    series.record(7.0, trace_id=7, span_id=8)
+    [snap] = histogram.snapshots()
+    assert snap.bucket_counts == (4, 2)
+    assert [(e.value, e.trace_id, e.span_id) for e in snap.exemplars] == [(1.0, 5, 6), (7.0, 7, 8)]
 
 
 def test_series_are_bounded(monkeypatch: pytest.MonkeyPatch):
