@@ -474,8 +474,9 @@ class Middleware:
         The framework puts the matched route in ``environ[route_key]`` while it dispatches. No :class:`Exchange`
         (the status line is caught by a closure) and no response propagation (without a span there is nothing to
         inject). Why a path of its own: Flask metrics-only was the one target of issue 8 still missed (0.94x
-        against 0.95x); per request this is ~110 bytecodes and three Python calls fewer than begin/finish and the
-        Exchange (benchmarks/count_opcodes.py), and in a gunicorn worker every bytecode costs ~30-50 ns.
+        against 0.95x); per request this is ~130 bytecodes and two Python calls fewer than begin/finish and the
+        Exchange (benchmarks/count_opcodes.py), and in a gunicorn worker obskit's cost follows its bytecode count
+        (benchmarks/README.md, session 11).
         """
         excluded = self.excluded
         requests = self._requests
