@@ -3,8 +3,9 @@
 Written here rather than recorded through the SDK instruments because one SDK ``Histogram.record()`` re-cleans
 and re-hashes its attributes on every call (about 60% of a metrics-only stage call in ``bench_stage.py``),
 while a decorated function's attributes are fixed: each site resolves its series once. A record is then a list
-append, folded into the buckets 256 at a time, and a sampled span's exemplar one list store: no lock. ``_producer`` turns these into SDK ``MetricsData`` at collection time, so every reader
-(OTLP, Prometheus, in-memory) exports them like any other histogram, exemplars included.
+append, folded into the buckets 256 at a time, and a sampled span's exemplar one list store: no lock.
+``_producer`` turns these into SDK ``MetricsData`` at collection time, so every reader (OTLP, Prometheus,
+in-memory) exports them like any other histogram, exemplars included.
 
 Pure Python on purpose: the stage decorators that record into it speak only the OpenTelemetry API.
 """
