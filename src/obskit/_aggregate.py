@@ -23,7 +23,7 @@ from typing import Any, Final
 # Past this many attribute sets per histogram new series share one overflow series (the guard normally stops
 # attribute values long before: stage attributes come from decorator arguments, not from requests).
 MAX_SERIES: Final = 2000
-# Measurements without an exemplar a series queues before folding them into its buckets (Series.record).
+# Measurements a series queues before folding them into its buckets (Series.record).
 FOLD_AT: Final = 256
 _OVERFLOW_ATTRIBUTES: Final[Mapping[str, str]] = {"_OTHER": "_OTHER"}
 _OVERFLOW_KEY: Final = frozenset(_OVERFLOW_ATTRIBUTES.items())
@@ -71,8 +71,8 @@ class Series:
         """Add one measurement; with a sampled span's ids it becomes its bucket's exemplar."""
         # No lock: the value is queued and folded in batches (_fold). list.append is atomic, and a fold deletes
         # only the items it took, so an append racing it is folded next time. The exemplar is one list store,
-        # atomic too: last writer wins, as the SDK's per-bucket reservoir. A third of a bisect and five additions
-        # under a lock (the hot path: five to seven records per request).
+        # atomic too: last writer wins, as the SDK's per-bucket reservoir. This costs a third of a bisect and five
+        # additions under a lock did (five to seven records per request: benchmarks/README.md, session 11).
         pending = self._pending
         pending.append(value)
         if trace_id:

@@ -61,6 +61,9 @@ def _instrument_lean(app: Any, tracer_provider: Any, meter_provider: Any, exclud
     Flask answers with a 500 (what contrib's teardown hook sees). A wrapper there is cheaper than a
     before-request plus a teardown hook (each goes through Flask's ``ensure_sync``), and the span stays current
     until ``wsgi_app`` returns, so Flask's own "Exception on ..." log record carries the trace id.
+
+    With no tracer (metrics only) ``wsgi_app`` is ``Middleware.metrics_only``'s, and the dispatch wrapper only
+    leaves the route in the environ for it.
     """
     import flask
     from opentelemetry.instrumentation._semconv import _get_schema_url, _StabilityMode
