@@ -112,9 +112,6 @@ class ExcludedPaths:
         self.active = search is not None  # False: nothing is ever excluded
         self.cache = _Verdicts(search)
 
-    def __call__(self, path: str) -> bool:
-        return self.cache[path]
-
 
 class _Verdicts(dict[str, bool]):
     """Whether a path is excluded; a path not seen yet is searched by ``__missing__`` (a dict hit is no call)."""
