@@ -489,14 +489,14 @@ class Middleware:
                     return wsgi_app(environ, start_response)
                 get = environ.get
                 key = (get("REQUEST_METHOD", ""), get("wsgi.url_scheme"), get("SERVER_PROTOCOL", ""))
-                info = requests.get(key) or request_info(key)
+                method, _, _, scheme, protocol, active = requests.get(key) or request_info(key)
                 seen: list[str] = []
 
                 def start(status: str, headers: Any, *args: Any) -> Any:
                     seen.append(status)
                     return start_response(status, headers, *args)
 
-                info[5].up()
+                active.up()
                 t0 = perf_counter()
             except Exception:
                 internal_error("wsgi request start")
@@ -510,9 +510,9 @@ class Middleware:
             finally:
                 duration = perf_counter() - t0
                 try:
-                    info[5].down()
+                    active.down()
                     record_duration(
-                        info[0], info[3], info[4], get(route_key), seen[-1] if seen else None, escaped, duration
+                        method, scheme, protocol, get(route_key), seen[-1] if seen else None, escaped, duration
                     )
                 except Exception:
                     internal_error("wsgi request metrics")
