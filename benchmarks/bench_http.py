@@ -3,13 +3,18 @@
 Run through ``bash benchmarks/run.sh`` (which builds benchmarks/.venv and installs wrk), or directly:
 ``benchmarks/.venv/bin/python benchmarks/bench_http.py --rounds 3 --duration 5 --out /tmp/bench``.
 
-Per (framework, variant, routes) and round: start the server (gunicorn sync with 1 worker for Flask, uvicorn
-for FastAPI) pinned to CPU 1, wait for /healthz, warm it up with wrk, then measure DURATION seconds of
-``wrk -t1 -c8`` POST /predict (pinned to CPU 0, with the receiver). Server CPU is read from /proc/<pid>/stat
-(utime + stime of the server and its worker processes) before and after the measured run. The server gets
-SIGTERM, flushes, and what the receiver got from it is counted (spans per request, a check that the
-telemetry really left the process). Ratios are paired: requests/s of a variant over the bare server's in the
-same round and framework; the medians over the rounds are reported.
+A round, per framework: start a fresh server of every (variant, routes) configuration (gunicorn sync with 1
+worker for Flask, uvicorn for FastAPI), all pinned to CPU 1 and side by side; wait for /healthz and warm each up
+with wrk; then the servers take turns under ``wrk -t1 -c8`` POST /predict (pinned to CPU 0, with the receiver)
+in slices of SLICE seconds, DURATION seconds per server in all, in a fresh random order every turn. So each
+variant is measured within seconds of the bare server, many times over: this VM's speed drifts by 10-20% over a
+minute, and when each variant ran once for DURATION seconds, minutes away from its bare pair, single rounds of
+the same code read 0.51x to 0.95x (session 12: 0.67x to 0.73x with slices). Server CPU is read from
+/proc/<pid>/stat (utime + stime of the server and its worker processes) around every slice. The servers get
+SIGTERM (uvicorn SIGINT), flush, and what the receiver got from each is counted (it tells them apart by a
+``bench.server`` resource attribute and, for ddtrace, by a dummy agent each): spans per request, a check that
+the telemetry really left the process. Ratios are paired: requests/s of a variant (its slices' requests over
+their time) over the bare server's in the same round and framework; the medians over the rounds are reported.
 
 A/B mode: ``--baseline-src DIR`` (or OBSKIT_BASELINE_SRC; run.sh sets it from OBSKIT_BASELINE_REF) adds every
 selected obskit variant a second time as ``<variant>@base``, served from that obskit source, in the same rounds.
@@ -227,7 +232,11 @@ def label(variant: str) -> str:
 
 
 @contextlib.contextmanager
-def receiver(cpu: str | None, log_dir: Path) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, int]]]:
+def receiver(
+    cpu: str | None, log_dir: Path, agents: int = 1
+) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, Any]]]:
+    """The receiver process (receiver.py) and its ports: ``grpc``, ``http``, ``agent`` and ``agents`` (one dummy
+    Datadog agent per server id 0..agents-1)."""
     ports_file = Path(tempfile.mkdtemp(prefix="obskit-bench-")) / "ports.json"
     log = open(log_dir / "receiver.log", "wb")  # noqa: SIM115
     env = clean_env()
@@ -235,8 +244,9 @@ def receiver(cpu: str | None, log_dir: Path) -> Iterator[tuple[subprocess.Popen[
     # Niced: the receiver stands in for a collector on another machine. Sharing the load generator's CPU at normal
     # priority, its decoding of each export batch stalled wrk's reads for milliseconds: that showed up as p99 latency
     # of every exporting variant (obskit full 10.9 -> 7.5-8.0 ms niced, same server CPU per request).
+    command = [sys.executable, str(HERE / "receiver.py"), "--ports-file", str(ports_file), "--agents", str(agents)]
     proc = subprocess.Popen(
-        ["nice", "-n", "19", *pin(cpu), sys.executable, str(HERE / "receiver.py"), "--ports-file", str(ports_file)],
+        ["nice", "-n", "19", *pin(cpu), *command],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -267,9 +277,12 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 20.0, sig: int = signal
         proc.wait(5)
 
 
-def stats(ports: dict[str, int]) -> dict[str, int]:
+def stats(ports: dict[str, Any], server: str = "") -> dict[str, int]:
+    """What the receiver counted for the server known to it as ``server`` (see receiver.py)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{ports['agent']}/stats", timeout=5) as r:
-        return dict(json.load(r))
+        counts = json.load(r)
+    suffix = f"@{server}"
+    return {key[: -len(suffix)]: int(value) for key, value in counts.items() if key.endswith(suffix)}
 
 
 def free_port() -> int:
@@ -316,53 +329,126 @@ def wrk(url: str, seconds: float, args: argparse.Namespace, lua: Path) -> dict[s
     raise RuntimeError(f"no summary from wrk:\n{out}")
 
 
-def run_one(cfg: Config, rnd: int, args: argparse.Namespace, ports: dict[str, int], rx_pid: int, lua: Path) -> Sample:
+@dataclass
+class _Server:
+    """One variant's server process during its round, and what its slices measured so far."""
+
+    cfg: Config
+    sid: str  # its id at the receiver (the bench.server resource attribute, its dummy agent)
+    proc: subprocess.Popen[bytes]
+    url: str
+    log: Path
+    before: dict[str, int]
+    warm_requests: int = 0
+    requests: int = 0
+    duration_us: int = 0
+    cpu_ticks: int = 0
+    rx_ticks: int = 0
+    errors: int = 0
+    p50_us: list[float] = field(default_factory=list)
+    p99_us: list[float] = field(default_factory=list)
+
+
+def start_server(cfg: Config, sid: int, rnd: int, args: argparse.Namespace, ports: dict[str, Any]) -> _Server:
+    """Start ``cfg``'s server (not waiting for it), known to the receiver as ``sid``."""
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
     log = args.out / "logs" / f"{cfg.framework}-{cfg.variant}-{cfg.routes}-r{rnd}.log"
-    before = stats(ports)
-    with open(log, "wb") as log_file:
+    own_ports = {**ports, "agent": ports["agents"][sid]}
+    env = server_env(cfg, own_ports, args.baseline_src)
+    env["OTEL_RESOURCE_ATTRIBUTES"] = f"bench.server={sid}"
+    before = stats(ports, str(sid))
+    with open(log, "wb") as log_file:  # the child keeps its own descriptor
         proc = subprocess.Popen(
             server_command(cfg, port, args.server_cpu),
             cwd=HERE,
-            env=server_env(cfg, ports, args.baseline_src),
+            env=env,
             stdout=log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        try:
-            ready = wait_ready(url, proc, log)
-            warm = wrk(url, args.warmup, args, lua) if args.warmup > 0 else {"requests": 0}
-            cpu0, rx0 = cpu_ticks(proc.pid), cpu_ticks(rx_pid)
-            result = wrk(url, args.duration, args, lua)
-            cpu1, rx1 = cpu_ticks(proc.pid), cpu_ticks(rx_pid)
-        finally:
-            # uvicorn (>= 0.29) re-raises SIGTERM after its graceful shutdown with the default handler, which
-            # kills the process before atexit: the SDKs' final flush is lost and the exported counts come up
-            # short. SIGINT ends it through KeyboardInterrupt, so atexit (and the flush) runs.
-            stop(proc, sig=signal.SIGINT if cfg.framework == "fastapi" else signal.SIGTERM)
-    time.sleep(0.3)  # the last export's reply is in; let the receiver count it
-    after = stats(ports)
-    requests = int(result["requests"])
-    per_request = 1e6 / CLK_TCK / max(1, requests)
-    exported = {k: after.get(k, 0) - before.get(k, 0) for k in set(after) | set(before)}
-    text = log.read_text(errors="replace")
-    return Sample(
-        framework=cfg.framework,
-        variant=cfg.variant,
-        routes=cfg.routes,
-        round=rnd,
-        rps=requests / (result["duration_us"] / 1e6),
-        requests=requests,
-        errors=sum(int(result[k]) for k in ("connect", "read", "write", "status", "timeout")),
-        p50_us=float(result["p50_us"]),
-        p99_us=float(result["p99_us"]),
-        cpu_us_per_request=(cpu1 - cpu0) * per_request,
-        receiver_cpu_us_per_request=(rx1 - rx0) * per_request,
-        total_requests=ready + int(warm["requests"]) + requests,
-        exported={k: v for k, v in exported.items() if v},
-        log=text[-2000:] if ("Traceback" in text or "Error" in text) else "",
-    )
+    return _Server(cfg, str(sid), proc, f"http://127.0.0.1:{port}", log, before)
+
+
+def measure_slice(server: _Server, args: argparse.Namespace, rx_pid: int, lua: Path) -> None:
+    """One slice of ``args.slice`` seconds of wrk against ``server``, added to its totals."""
+    cpu0, rx0 = cpu_ticks(server.proc.pid), cpu_ticks(rx_pid)
+    result = wrk(server.url, args.slice, args, lua)
+    cpu1, rx1 = cpu_ticks(server.proc.pid), cpu_ticks(rx_pid)
+    server.requests += int(result["requests"])
+    server.duration_us += int(result["duration_us"])
+    server.cpu_ticks += cpu1 - cpu0
+    server.rx_ticks += rx1 - rx0
+    server.errors += sum(int(result[k]) for k in ("connect", "read", "write", "status", "timeout"))
+    server.p50_us.append(float(result["p50_us"]))
+    server.p99_us.append(float(result["p99_us"]))
+
+
+def stop_server(server: _Server) -> None:
+    # uvicorn (>= 0.29) re-raises SIGTERM after its graceful shutdown with the default handler, which kills the
+    # process before atexit: the SDKs' final flush is lost and the exported counts come up short. SIGINT ends it
+    # through KeyboardInterrupt, so atexit (and the flush) runs.
+    stop(server.proc, sig=signal.SIGINT if server.cfg.framework == "fastapi" else signal.SIGTERM)
+
+
+def run_group(
+    cfgs: list[Config],
+    rnd: int,
+    args: argparse.Namespace,
+    ports: dict[str, Any],
+    rx_pid: int,
+    lua: Path,
+    rng: random.Random,
+    sids: dict[Config, int],
+) -> list[Sample]:
+    """One round of one framework: its variants' servers side by side, taking turns in short slices.
+
+    Every server is a fresh process, started and warmed up before the first slice and stopped after the last.
+    The slices then go round the servers (a fresh order each time), so the bare server and every variant are
+    measured within seconds of each other, many times over: this VM's speed drifts by 10-20% over a minute
+    (session 12), which a 5-second run per variant, minutes away from its bare pair, took into the ratios.
+    """
+    servers: list[_Server] = []
+    try:
+        for cfg in cfgs:
+            servers.append(start_server(cfg, sids[cfg], rnd, args, ports))
+        ready = {id(s): wait_ready(s.url, s.proc, s.log) for s in servers}
+        for s in servers:
+            if args.warmup > 0:
+                s.warm_requests = int(wrk(s.url, args.warmup, args, lua)["requests"])
+        for _ in range(args.slices):
+            order = servers[:]
+            rng.shuffle(order)
+            for s in order:
+                measure_slice(s, args, rx_pid, lua)
+    finally:
+        for s in servers:
+            stop_server(s)
+    time.sleep(0.3)  # the last exports' replies are in; let the receiver count them
+    samples = []
+    for s in servers:
+        after = stats(ports, s.sid)
+        exported = {k: after.get(k, 0) - s.before.get(k, 0) for k in set(after) | set(s.before)}
+        text = s.log.read_text(errors="replace")
+        requests = max(1, s.requests)
+        samples.append(
+            Sample(
+                framework=s.cfg.framework,
+                variant=s.cfg.variant,
+                routes=s.cfg.routes,
+                round=rnd,
+                rps=s.requests / (s.duration_us / 1e6),
+                requests=s.requests,
+                errors=s.errors,
+                p50_us=statistics.median(s.p50_us),
+                p99_us=statistics.median(s.p99_us),
+                cpu_us_per_request=s.cpu_ticks * 1e6 / CLK_TCK / requests,
+                receiver_cpu_us_per_request=s.rx_ticks * 1e6 / CLK_TCK / requests,
+                total_requests=ready[id(s)] + s.warm_requests + s.requests,
+                exported={k: v for k, v in exported.items() if v},
+                log=text[-2000:] if ("Traceback" in text or "Error" in text) else "",
+            )
+        )
+    return samples
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -396,14 +482,16 @@ def summarise(samples: list[Sample], args: argparse.Namespace) -> tuple[str, dic
 
     frameworks = [fw for fw in args.frameworks if any(k[0] == fw for k in by)]
     lines = [
-        f"{args.rounds} interleaved rounds, {args.duration:g}s of wrk -t{args.threads} -c{args.connections} per "
-        f"variant and round (after {args.warmup:g}s warm-up), each variant a fresh server process. "
+        f"{args.rounds} rounds. In each, a framework's variants run side by side, each a fresh server process "
+        f"warmed up for {args.warmup:g}s, and take turns under wrk -t{args.threads} -c{args.connections} in "
+        f"{args.slices} slices of {args.slice}s each (a fresh order every turn). "
         "Ratio = requests/s over the bare server's in the same round (median of the rounds, [min-max]); "
         "CPU = server CPU µs per request (utime+stime of the server and its workers); "
         "CPU ratio = bare CPU µs/request over the variant's (paired, median): the req/s ratio of a CPU-bound "
         "server, steadier than req/s when other processes share the machine; "
         "spans/req = spans the receiver got per request sent (ddtrace: traces); "
-        "p99 = wrk's 99th percentile latency (median of the rounds; closed loop with 8 connections).",
+        "p99 = wrk's 99th percentile latency (median of the slices, then of the rounds; closed loop with "
+        f"{args.connections} connections).",
         "",
         "| variant | "
         + " | ".join(
@@ -543,7 +631,13 @@ def main(argv: list[str] | None = None) -> int:
     env = os.environ
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=int(env.get("ROUNDS", "3")))
-    parser.add_argument("--duration", type=float, default=float(env.get("DURATION", "5")))
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=float(env.get("DURATION", "5")),
+        help="measured seconds per variant and round, in slices of --slice seconds",
+    )
+    parser.add_argument("--slice", type=int, default=int(env.get("SLICE", "1")), help="seconds per slice (wrk -d)")
     parser.add_argument("--warmup", type=float, default=float(env.get("WARMUP", "1")))
     parser.add_argument("--connections", type=int, default=int(env.get("CONNECTIONS", "8")))
     parser.add_argument("--threads", type=int, default=int(env.get("THREADS", "1")))
@@ -561,6 +655,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     args.rounds = max(1, args.rounds)
+    args.slice = max(1, args.slice)
+    args.slices = max(1, round(args.duration / args.slice))
     unknown = set(args.variants) - set(VARIANTS)
     if unknown:
         parser.error(f"unknown variants {sorted(unknown)}; expected some of {VARIANTS}")
@@ -580,22 +676,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.routes_scaling:
         configs += [Config(fw, v, 1000) for fw in args.frameworks for v in ROUTE_VARIANTS]
     rng = random.Random(args.seed)
+    sids = {cfg: i for i, cfg in enumerate(configs)}
     samples: list[Sample] = []
     started = time.monotonic()
-    with receiver(args.client_cpu, args.out / "logs") as (rx, ports):
+    with receiver(args.client_cpu, args.out / "logs", agents=len(configs)) as (rx, ports):
         for rnd in range(1, args.rounds + 1):
-            order = configs[:]
-            rng.shuffle(order)  # a fresh order every round: no variant always follows the same neighbour
-            for i, cfg in enumerate(order, 1):
-                sample = run_one(cfg, rnd, args, ports, rx.pid, lua)
-                samples.append(sample)
-                print(
-                    f"[round {rnd}/{args.rounds} {i:2d}/{len(order)} {time.monotonic() - started:5.0f}s] "
-                    f"{cfg.key:<28} {sample.rps:8.0f} req/s  {sample.cpu_us_per_request:6.0f} µs CPU/req  "
-                    f"p99 {sample.p99_us / 1000:6.1f} ms  exported {sample.exported}"
-                    + (f"  ERRORS {sample.errors}" if sample.errors else ""),
-                    flush=True,
-                )
+            frameworks = list(args.frameworks)
+            rng.shuffle(frameworks)
+            for fw in frameworks:
+                group = [cfg for cfg in configs if cfg.framework == fw]
+                rng.shuffle(group)
+                for sample in run_group(group, rnd, args, ports, rx.pid, lua, rng, sids):
+                    samples.append(sample)
+                    key = f"{sample.framework}/{sample.variant}/{sample.routes}"
+                    print(
+                        f"[round {rnd}/{args.rounds} {time.monotonic() - started:5.0f}s] "
+                        f"{key:<28} {sample.rps:8.0f} req/s  {sample.cpu_us_per_request:6.0f} µs CPU/req  "
+                        f"p99 {sample.p99_us / 1000:6.1f} ms  exported {sample.exported}"
+                        + (f"  ERRORS {sample.errors}" if sample.errors else ""),
+                        flush=True,
+                    )
     (args.out / "http.json").write_text(json.dumps([asdict(s) for s in samples], indent=1))
     table, data = summarise(samples, args)
     (args.out / "http.md").write_text(table + "\n")

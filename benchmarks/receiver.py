@@ -6,8 +6,12 @@
   agent's usual ``rate_by_service`` reply, so ddtrace does all its tracing, encoding and sending work.
 - ``GET /stats`` on the agent's port: JSON counters (spans, metric points, logs, export requests, ddtrace
   payloads and traces), read by bench_http.py before and after each server to check what was exported.
+- Counted per server, as ``<counter>@<server id>``, for servers that run side by side: OTLP items by their
+  ``bench.server`` resource attribute (bench_http.py sets it through OTEL_RESOURCE_ATTRIBUTES), ddtrace payloads by
+  which of the ``--agents`` dummy agents got them (agent *i* counts for server id *i*; the first also serves
+  ``/stats``). Items without the attribute count under the empty id.
 
-Run: ``python benchmarks/receiver.py --ports-file ports.json`` (stops on SIGTERM/SIGINT).
+Run: ``python benchmarks/receiver.py --ports-file ports.json [--agents N]`` (stops on SIGTERM/SIGINT).
 """
 
 from __future__ import annotations
@@ -26,15 +30,18 @@ _counts: Counter[str] = Counter()
 _lock = threading.Lock()
 
 
-def _on_receive(rx: OtlpReceiver, signal_name: str, items: list[object]) -> None:
+def _on_receive(rx: OtlpReceiver, signal_name: str, items: list[Any]) -> None:
+    servers = Counter(str(item.resource.get("bench.server", "")) for item in items)
     with _lock:
-        _counts[signal_name] += len(items)
-        _counts[f"{signal_name}_requests"] += 1
+        for server, count in servers.items():
+            _counts[f"{signal_name}@{server}"] += count
+            _counts[f"{signal_name}_requests@{server}"] += 1
     rx.clear()  # count, then forget: a benchmark sends hundreds of thousands of spans
 
 
 class _AgentHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    server_id = ""  # set per agent (a subclass each)
 
     def log_message(self, format: str, *args: Any) -> None:  # silence per-request logging
         pass
@@ -72,10 +79,11 @@ class _AgentHandler(BaseHTTPRequestHandler):
     def do_PUT(self) -> None:
         size = self._drain()
         if "/traces" in self.path:
+            at = f"@{self.server_id}"
             with _lock:
-                _counts["dd_payloads"] += 1
-                _counts["dd_traces"] += int(self.headers.get("X-Datadog-Trace-Count") or 0)
-                _counts["dd_bytes"] += size
+                _counts["dd_payloads" + at] += 1
+                _counts["dd_traces" + at] += int(self.headers.get("X-Datadog-Trace-Count") or 0)
+                _counts["dd_bytes" + at] += size
             self._reply({"rate_by_service": {"service:,env:": 1.0}})
         else:  # telemetry, stats, remote config: accepted and ignored
             self._reply({})
@@ -85,22 +93,33 @@ class _AgentHandler(BaseHTTPRequestHandler):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ports-file", required=True, help="where to write {grpc, http, agent} ports as JSON")
+    parser.add_argument("--ports-file", required=True, help="where to write {grpc, http, agent, agents} as JSON")
+    parser.add_argument("--agents", type=int, default=1, help="dummy Datadog agents, one per server id 0..N-1")
     args = parser.parse_args(argv)
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    agent = ThreadingHTTPServer(("127.0.0.1", 0), _AgentHandler)
-    agent.daemon_threads = True
-    threading.Thread(target=agent.serve_forever, name="dummy-agent", daemon=True).start()
+    agents = []
+    for i in range(max(1, args.agents)):
+        handler = type(f"Agent{i}", (_AgentHandler,), {"server_id": str(i)})
+        agent = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        agent.daemon_threads = True
+        threading.Thread(target=agent.serve_forever, name=f"dummy-agent-{i}", daemon=True).start()
+        agents.append(agent)
     with OtlpReceiver(host="127.0.0.1") as rx:
         rx.on_receive = lambda signal_name, items: _on_receive(rx, signal_name, items)
-        ports = {"grpc": rx.grpc_port, "http": rx.http_port, "agent": agent.server_address[1]}
+        ports = {
+            "grpc": rx.grpc_port,
+            "http": rx.http_port,
+            "agent": agents[0].server_address[1],
+            "agents": [agent.server_address[1] for agent in agents],
+        }
         with open(args.ports_file, "w") as f:
             json.dump(ports, f)
         stop.wait()
-    agent.shutdown()
+    for agent in agents:
+        agent.shutdown()
     return 0
 
 

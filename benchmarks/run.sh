@@ -6,7 +6,8 @@
 #   ROUNDS=5 DURATION=10 bash benchmarks/run.sh  # longer, steadier
 #   ONLY=http|micro|profile bash benchmarks/run.sh
 #
-# Knobs (env): ROUNDS (3), DURATION seconds per wrk run (5), WARMUP seconds (1), CONNECTIONS (8),
+# Knobs (env): ROUNDS (3), DURATION measured seconds per variant and round (5), SLICE seconds per turn
+# under wrk (1), WARMUP seconds (1), CONNECTIONS (8),
 # THREADS (1), FRAMEWORKS ("flask fastapi"), VARIANTS (all), PIN (1: server on CPU 1, wrk + receiver on
 # CPU 0), SEED (shuffle of the variant order inside a round), PROFILE_REQUESTS (3000), OBSKIT_BASELINE_REF (A/B:
 # every obskit variant also served from that commit, in the same rounds).
