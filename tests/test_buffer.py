@@ -485,6 +485,68 @@ def test_sdk_queue_overflow_is_counted_exactly(make_buffer):
     assert stats.balanced
 
 
+def test_unlocked_puts_racing_snapshots_stay_exact(make_buffer):
+    """Four threads end 100 spans each into a queue of 200 while snapshots are taken: every snapshot balances,
+    nothing goes uncounted, and overflow is exactly what did not fit.
+
+    Spans enter the queue without a lock while it is short (``_SdkQueue.put``); what was produced is derived at a
+    snapshot, so a snapshot between two puts must still add up.
+    """
+    import sys
+
+    sender = FakeSender()
+    buffer = make_buffer(sender)
+    processor = AccountedBatchSpanProcessor(
+        BufferedSpanExporter(buffer), max_queue_size=200, max_export_batch_size=100, schedule_delay_millis=60_000
+    )
+    assert processor._account.unlocked_below == 99
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("t")
+    seen: list[TelemetryStats] = []
+    done = threading.Event()
+
+    def snapshots() -> None:
+        while not done.is_set():
+            seen.append(_stats(buffer))
+
+    def produce() -> None:
+        for i in range(100):
+            tracer.start_span(f"s{i}").end()
+
+    # The worker waits on the old event for a minute: a full batch no longer wakes it, nothing leaves the queue.
+    batch_processor = processor._batch_processor
+    waited_on, batch_processor._worker_awaken = batch_processor._worker_awaken, threading.Event()
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        watcher = threading.Thread(target=snapshots)
+        watcher.start()
+        producers = [threading.Thread(target=produce) for _ in range(4)]
+        for t in producers:
+            t.start()
+        for t in producers:
+            t.join(10)
+        done.set()
+    finally:
+        sys.setswitchinterval(interval)
+    watcher.join(10)
+    assert len({s.produced for s in seen}) > 2, "snapshots were taken while spans came in"
+    assert all(s.balanced for s in seen)
+    produced = [s.produced for s in seen]
+    overflowed = [s.dropped["queue_full"] for s in seen]
+    assert produced == sorted(produced), "counts never go back"
+    assert overflowed == sorted(overflowed), "counts never go back"
+    stats = _stats(buffer)
+    assert (stats.produced, stats.buffered, _dropped(stats)) == (400, 200, {"queue_full": 200})
+    processor.force_flush()
+    assert buffer.flush(5)
+    stats = _stats(buffer)
+    assert (stats.produced, stats.exported, stats.buffered, _dropped(stats)) == (400, 200, 0, {"queue_full": 200})
+    batch_processor._worker_awaken = waited_on  # so that shutdown() wakes the worker
+    processor.shutdown()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Through obskit.init() against a real receiver.
 

@@ -192,8 +192,8 @@ class _Flight:
 
 @dataclass(slots=True)
 class _SdkCounts:
-    produced: int
     refused: int  # produced after the processor shut down
+    overflowed: int  # pushed out of the processor's full queue
     queued: int
 
 
@@ -625,11 +625,11 @@ class ExportBuffer:
         buffered = state.items
         produced = state.accepted
         if sdk is not None:
-            produced = sdk.produced
             queued = sdk.queued
+            # Every item the processor got is in its queue, handed over to this buffer, refused or pushed out.
+            produced = state.accepted + queued + sdk.refused + sdk.overflowed
             dropped[REASON_SHUTDOWN] += sdk.refused
-            # What was produced but is neither queued nor handed over was pushed out of the SDK's full queue.
-            dropped[REASON_QUEUE_FULL] += sdk.produced - sdk.refused - state.accepted - queued
+            dropped[REASON_QUEUE_FULL] += sdk.overflowed
             if self._stopped:  # the processor gave up on these at shutdown
                 dropped[REASON_SHUTDOWN] += queued
                 queued = 0
@@ -794,16 +794,29 @@ class BufferedMetricExporter(MetricExporter):
 # SDK batch processors whose queue is part of the accounting.
 
 
+# A put() appends without the lock while the queue is shorter than its bound by this much: room for as many threads
+# to be past the length check at once without a silent (uncounted) push-out of the deque's oldest item.
+_UNLOCKED_MARGIN: Final = 64
+
+
 @dataclass
 class _SdkQueue:
-    """Counts what enters one SDK ``BatchProcessor`` and freezes its queue for a consistent snapshot."""
+    """Counts what leaves one SDK ``BatchProcessor`` other than through its exporter, for a consistent snapshot.
+
+    What the processor got is not counted as it comes (a lock per item, four per request): it is derived, at a
+    snapshot, as what is queued + what was handed over to the buffer + what was refused after shutdown + what
+    overflowed the queue. The last two are counted here, under the lock, on the slow path that alone can meet them.
+    """
 
     processor: Any  # opentelemetry.sdk._shared_internal.BatchProcessor (private in the SDK)
-    produced: int = 0
     refused: int = 0
+    overflowed: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
+        processor = self.processor
+        # Below this length an item can neither fill a batch (which wakes the worker) nor overflow the queue.
+        self.unlocked_below = min(processor._max_export_batch_size - 1, processor._max_queue_size - _UNLOCKED_MARGIN)
         if hasattr(os, "register_at_fork"):
             weak = weakref.ref(self)
 
@@ -811,51 +824,38 @@ class _SdkQueue:
                 queue = weak()
                 if queue is not None:  # the SDK clears its queue in the child: so do our counters
                     queue._lock = threading.Lock()
-                    queue.produced = queue.refused = 0
+                    queue.refused = queue.overflowed = 0
 
             os.register_at_fork(after_in_child=after_in_child)
 
-    # One lock around count-and-enqueue, so a snapshot never sees an item counted but not yet queued.
-
     def emit(self, forward: Callable[[Any], None], item: Any) -> None:
-        """Count ``item`` and hand it to ``forward`` (the SDK processor's own hook, which enqueues it)."""
+        """Hand ``item`` to ``forward`` (the SDK processor's own hook, which enqueues it), counting what it drops."""
         with self._lock:
-            if self._admitted():
-                forward(item)
-
-    def put(self, item: Any) -> None:
-        """Count ``item`` and enqueue it as the SDK's ``BatchProcessor.emit`` would (spans: four per request)."""
-        lock = self._lock
-        lock.acquire()  # not "with": on CPython 3.11 the with statement costs 0.2 µs here, acquire/release 0.09
-        try:
-            self.produced += 1  # _admitted(), inlined
             processor = self.processor
             if processor._shutdown:
                 self.refused += 1
-            else:
-                queue = processor._queue
-                if len(queue) < processor._max_export_batch_size - 1:
-                    # Far from a full batch: what BatchProcessor.emit does then, without its per-item getpid()
-                    # (the SDK also re-initialises the processor in a forked child through os.register_at_fork).
-                    queue.appendleft(item)
-                else:
-                    processor.emit(item)
-        finally:
-            lock.release()
+                return
+            if len(processor._queue) >= processor._max_queue_size:
+                self.overflowed += 1  # the deque pushes its oldest out
+            forward(item)
 
-    def _admitted(self) -> bool:
-        """Count one item produced (the caller holds the lock); False, counted as refused, after shutdown."""
-        self.produced += 1
-        if self.processor._shutdown:
-            self.refused += 1
-            return False
-        return True
+    def put(self, item: Any) -> None:
+        """Enqueue ``item`` as the SDK's ``BatchProcessor.emit`` would (spans: four per request)."""
+        processor = self.processor
+        queue = processor._queue
+        if len(queue) < self.unlocked_below and not processor._shutdown:
+            # Far from a full batch: what BatchProcessor.emit does then, without its per-item getpid() (the SDK
+            # also re-initialises the processor in a forked child through os.register_at_fork). Atomic.
+            queue.appendleft(item)
+        else:
+            self.emit(processor.emit, item)
 
     @contextmanager
     def hold(self) -> Iterator[_SdkCounts]:
-        # The export lock is held by the SDK worker from popping a batch until our exporter has buffered it.
+        # The export lock is held by the SDK worker from popping a batch until our exporter has buffered it; an
+        # unlocked put() appends or not before the queue's length is read, either way consistently.
         with self.processor._export_lock, self._lock:
-            yield _SdkCounts(self.produced, self.refused, len(self.processor._queue))
+            yield _SdkCounts(self.refused, self.overflowed, len(self.processor._queue))
 
 
 class AccountedBatchSpanProcessor(BatchSpanProcessor):
