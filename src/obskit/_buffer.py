@@ -25,8 +25,8 @@ Accounting (``obskit.telemetry.*``), per signal, in items (spans, metric data po
 
 ``produced`` counts sampled spans and log records handed to the SDK batch processor, and metric points handed to
 the exporter; ``buffered`` is what waits in the SDK processor's queue plus what waits here (including a request in
-flight). Drop reasons: ``queue_full`` (the SDK processor's bounded queue overflowed; inferred exactly as what was
-produced but neither queued nor handed over), ``buffer_full``, ``rejected`` (a non-retryable answer, or items the
+flight). Drop reasons: ``queue_full`` (the SDK processor's bounded queue overflowed: counted where an item can
+push another out, see ``_SdkQueue``), ``buffer_full``, ``rejected`` (a non-retryable answer, or items the
 collector refused in a partial success), ``shutdown`` (left over at the shutdown deadline, or produced after it) and
 ``error`` (a batch that could not be encoded or whose send raised; also counted in ``obskit.internal_errors``).
 """
