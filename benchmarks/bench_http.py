@@ -235,7 +235,7 @@ def label(variant: str) -> str:
 def receiver(
     cpu: str | None, log_dir: Path, agents: int = 1
 ) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, Any]]]:
-    """The receiver process (receiver.py) and its ports: ``grpc``, ``http``, ``agent`` and ``agents`` (one dummy
+    """The receiver process (receiver.py) and its ports: ``grpc`` (OTLP), ``agent`` and ``agents`` (one dummy
     Datadog agent per server id 0..agents-1)."""
     ports_file = Path(tempfile.mkdtemp(prefix="obskit-bench-")) / "ports.json"
     log = open(log_dir / "receiver.log", "wb")  # noqa: SIM115
