@@ -24,7 +24,7 @@ def _init(rx: OtlpReceiver) -> obskit.Handle:
 
 
 def _scenario(seen: list[type]) -> None:
-    """Stage calls of every kind the fast path serves or hands to the SDK span, under one parent span."""
+    """Stage calls of every kind the fast path serves or hands to the SDK span, under one parent span (twice)."""
 
     @obskit.preprocess(model="m", version="1", batch_size=len)
     def featurize(rows: list[int]) -> list[int]:
@@ -36,7 +36,7 @@ def _scenario(seen: list[type]) -> None:
         obskit.set_batch_size(len(rows) + 1)
         return len(rows)
 
-    @obskit.postprocess(model="m", version="1")
+    @obskit.postprocess(model="m", version="1", batch_size=len)  # an SDK span by its end: set_attribute() it is
     def annotate(rows: list[int]) -> int:
         span = trace.get_current_span()
         span.set_attribute("app.note", "kept")
@@ -47,13 +47,25 @@ def _scenario(seen: list[type]) -> None:
     def validate(rows: list[int]) -> None:
         raise ValueError("bad rows")
 
+    @obskit.stage("relabel", model="m", version="1")
+    def relabel(rows: list[int]) -> None:
+        trace.get_current_span().set_attribute("model.batch_size", 99)  # the wrapper's size comes after it
+        obskit.set_batch_size(len(rows))
+
+    @obskit.stage("ends_early", model="m", version="1", batch_size=len)
+    def ends_early(rows: list[int]) -> None:
+        trace.get_current_span().end()  # the app ends the stage's span itself: the batch size comes too late
+
     tracer = trace.get_tracer("test")
     with tracer.start_as_current_span("request"):
-        rows = featurize([1, 2, 3])
-        infer(rows)
-        annotate(rows)
-        with pytest.raises(ValueError, match="bad rows"):
-            validate(rows)
+        for _ in range(2):  # a site's first call resolves it (_open/_close); the second takes the resolved path
+            rows = featurize([1, 2, 3])
+            infer(rows)
+            annotate(rows)
+            with pytest.raises(ValueError, match="bad rows"):
+                validate(rows)
+            relabel(rows)
+            ends_early(rows)
 
 
 def test_fast_stage_spans_match_the_sdk_path_on_the_wire(
@@ -64,11 +76,11 @@ def test_fast_stage_spans_match_the_sdk_path_on_the_wire(
     seen: list[type] = []
     _scenario(seen)
     assert handle.force_flush(timeout=10)
-    fast = received(receiver, 5)
+    fast = received(receiver, 13)
     stats = handle.telemetry_stats()[SIGNAL_SPANS]
-    assert stats.produced == stats.exported == 5
+    assert stats.produced == stats.exported == 13
     assert stats.balanced
-    assert seen == [_stagespan.StageSpan]  # the fast path was taken
+    assert seen == [_stagespan.StageSpan] * 2  # the fast path was taken
 
     obskit.shutdown()
     from obskit import testing
@@ -82,13 +94,22 @@ def test_fast_stage_spans_match_the_sdk_path_on_the_wire(
     assert handle.force_flush(timeout=10)
     assert seen
     assert seen[0] is not _stagespan.StageSpan
-    sdk = received(receiver, 5)
+    sdk = received(receiver, 13)
     assert fast == sdk
-    by_name = {s["name"]: s for s in fast}
-    assert dict(by_name["preprocess m"]["attributes"])["model.batch_size"] == 3
-    assert dict(by_name["inference m"]["attributes"])["model.batch_size"] == 4
-    assert by_name["postprocess m"]["events"] == [("checked", ["n"])]
-    assert by_name["validate m"]["status"][0].endswith("ERROR")
+
+    def each(name: str, field: str) -> list[Any]:
+        return [span[field] for span in fast if span["name"] == name]
+
+    def batch_sizes(name: str) -> list[Any]:
+        return [dict(attributes).get("model.batch_size") for attributes in each(name, "attributes")]
+
+    assert batch_sizes("preprocess m") == [3, 3]
+    assert batch_sizes("inference m") == [4, 4]
+    assert batch_sizes("postprocess m") == [3, 3]
+    assert each("postprocess m", "events") == [[("checked", ["n"])]] * 2
+    assert all(status[0].endswith("ERROR") for status in each("validate m", "status"))
+    assert batch_sizes("relabel m") == [3, 3]
+    assert batch_sizes("ends_early m") == [None, None]
     assert all(s["parent"] == "request" for s in fast if s["name"] != "request")
 
 
@@ -113,10 +134,9 @@ def test_another_processor_gets_sdk_spans(receiver: OtlpReceiver) -> None:
     _scenario(seen)
     assert seen
     assert seen[0] is not _stagespan.StageSpan
-    assert sorted(seen_processor.ended) == sorted(
-        ["preprocess m", "inference m", "postprocess m", "validate m", "request"]
-    )
-    assert seen_processor.started.count("preprocess m") == 1
+    stages = ["preprocess m", "inference m", "postprocess m", "validate m", "relabel m", "ends_early m"]
+    assert sorted(seen_processor.ended) == sorted([*stages, *stages, "request"])
+    assert seen_processor.started.count("preprocess m") == 2
 
 
 def test_a_stage_span_read_as_an_sdk_span(receiver: OtlpReceiver) -> None:
