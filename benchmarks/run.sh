@@ -2,11 +2,11 @@
 # The side-by-side overhead benchmark (benchmarks/README.md): HTTP throughput and server CPU per request of
 # every variant under wrk, the per-call micro-benchmarks, the routes-scaling run and the profiles.
 #
-#   bash benchmarks/run.sh                       # everything, ~15 minutes on 2 cores
-#   ROUNDS=5 DURATION=10 bash benchmarks/run.sh  # longer, steadier
+#   bash benchmarks/run.sh                       # everything, ~22 minutes on 2 cores
+#   ROUNDS=9 DURATION=10 bash benchmarks/run.sh  # longer, steadier
 #   ONLY=http|micro|profile bash benchmarks/run.sh
 #
-# Knobs (env): ROUNDS (3), DURATION measured seconds per variant and round (5), SLICE seconds per turn
+# Knobs (env): ROUNDS (5), DURATION measured seconds per variant and round (5), SLICE seconds per turn
 # under wrk (1), WARMUP seconds (1), CONNECTIONS (8),
 # THREADS (1), FRAMEWORKS ("flask fastapi"), VARIANTS (all), PIN (1: server on CPU 1, wrk + receiver on
 # CPU 0), SEED (shuffle of the variant order inside a round), PROFILE_REQUESTS (3000), OBSKIT_BASELINE_REF (A/B:
