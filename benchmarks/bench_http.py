@@ -285,28 +285,63 @@ def stats(ports: dict[str, Any], server: str = "") -> dict[str, int]:
     return {key[: -len(suffix)]: int(value) for key, value in counts.items() if key.endswith(suffix)}
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
+    """A port for a server: free now, never handed out before in this process, and below the kernel's ephemeral
+    range, so that no outgoing connection (wrk's, an exporter's) can take it before the server binds it.
+
+    With a round's servers started side by side, a port from ``bind(0)`` was once taken between this check and
+    the server's own bind (session 12): gunicorn gave up, and its slices measured whichever server held the port.
+    """
     import socket
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    low = 32768
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    candidates = list(range(max(1024, low - 12000), low))
+    random.shuffle(candidates)
+    for port in [*candidates[:2000], 0]:  # 0: the kernel's choice, if the range below is unusable
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            port = int(sock.getsockname()[1])
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free port")
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60.0) -> int:
-    """Poll /healthz until it answers 200; returns how many requests that took."""
+    """Poll /healthz until ``proc`` (or one of its workers) answers it; returns how many requests that took.
+
+    The app's /healthz names its process: an answer from another process holding the port is not ours.
+    """
     deadline = time.monotonic() + timeout
     tries = 0
     while True:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
         tries += 1
-        with contextlib.suppress(OSError), urllib.request.urlopen(url + "/healthz", timeout=2) as r:
+        with contextlib.suppress(OSError, ValueError), urllib.request.urlopen(url + "/healthz", timeout=2) as r:
             if r.status == 200:
-                return tries
+                pid = json.load(r).get("pid")
+                if pid == proc.pid or pid in descendants(proc.pid):
+                    return tries
+                raise RuntimeError(f"{url} is served by process {pid}, not by server {proc.pid}")
         if time.monotonic() > deadline:
             raise TimeoutError(f"server not ready in {timeout}s:\n{log.read_text(errors='replace')[-3000:]}")
         time.sleep(0.1)
+
+
+def alive(server_proc: subprocess.Popen[bytes], log: Path) -> None:
+    """Raise if the server exited (its slices would have measured nothing of its own)."""
+    if server_proc.poll() is not None:
+        raise RuntimeError(f"server exited with {server_proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
 
 
 def wrk(url: str, seconds: float, args: argparse.Namespace, lua: Path) -> dict[str, Any]:
@@ -419,7 +454,10 @@ def run_group(
             order = servers[:]
             rng.shuffle(order)
             for s in order:
+                alive(s.proc, s.log)
                 measure_slice(s, args, rx_pid, lua)
+        for s in servers:
+            alive(s.proc, s.log)
     finally:
         for s in servers:
             stop_server(s)
