@@ -4,7 +4,7 @@
 #
 #   bash benchmarks/run.sh                       # everything, ~22 minutes on 2 cores
 #   ROUNDS=9 DURATION=10 bash benchmarks/run.sh  # longer, steadier
-#   ONLY=http|micro|profile bash benchmarks/run.sh
+#   ONLY=http|micro|routes|profile bash benchmarks/run.sh
 #
 # Knobs (env): ROUNDS (5), DURATION measured seconds per variant and round (5), SLICE seconds per turn
 # under wrk (1), WARMUP seconds (1), CONNECTIONS (8),
@@ -91,6 +91,11 @@ if [ "$ONLY" = all ] || [ "$ONLY" = http ]; then
     echo "== HTTP: interleaved rounds of every variant under wrk (benchmarks/bench_http.py)"
     "$PY" "$HERE/bench_http.py" --out "$OUT" | tee "$OUT/http.txt"
 fi
+if [ "$ONLY" = all ] || [ "$ONLY" = routes ]; then
+    echo "== routes scaling: paired in-process slices at 10 and 1,000 routes (benchmarks/bench_paired.py)"
+    "$PY" "$HERE/bench_paired.py" --frameworks flask fastapi --configs bare obskit_full bare@1000 obskit_full@1000 \
+        --out "$OUT/routes.md" | tee "$OUT/routes.txt"
+fi
 if [ "$ONLY" = all ] || [ "$ONLY" = profile ]; then
     echo "== profile: obskit full, in-process test client (benchmarks/profile_obskit.py)"
     "$PY" "$HERE/profile_obskit.py" --out "$OUT" | tee "$OUT/profile.txt"
@@ -103,6 +108,7 @@ echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/env.txt"
     printf '\n```\n'; cat "$OUT/env.txt"; printf '```\n'
     if [ -f "$OUT/micro.txt" ]; then printf '\n## Micro-benchmark (bench_stage.py)\n\n```\n'; cat "$OUT/micro.txt"; printf '```\n'; fi
     if [ -f "$OUT/http.md" ]; then printf '\n## HTTP (bench_http.py)\n\n'; cat "$OUT/http.md"; fi
+    if [ -f "$OUT/routes.md" ]; then printf '\n## Routes scaling (bench_paired.py)\n\n'; cat "$OUT/routes.md"; fi
     if [ -f "$OUT/profile.md" ]; then printf '\n## Profile (profile_obskit.py)\n\n'; cat "$OUT/profile.md"; fi
 } >"$OUT/summary.md"
 echo "summary: $OUT/summary.md"
