@@ -811,11 +811,12 @@ class _SdkQueue:
     processor: Any  # opentelemetry.sdk._shared_internal.BatchProcessor (private in the SDK)
     refused: int = 0
     overflowed: int = 0
+    # Below this queue length an item can neither fill a batch (which wakes the worker) nor overflow the queue.
+    unlocked_below: int = field(init=False, default=0)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         processor = self.processor
-        # Below this length an item can neither fill a batch (which wakes the worker) nor overflow the queue.
         self.unlocked_below = min(processor._max_export_batch_size - 1, processor._max_queue_size - _UNLOCKED_MARGIN)
         if hasattr(os, "register_at_fork"):
             weak = weakref.ref(self)
