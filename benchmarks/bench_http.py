@@ -651,8 +651,8 @@ def summarise(samples: list[Sample], args: argparse.Namespace) -> tuple[str, dic
         verdict = "met" if ratio <= 1.10 else "**not met**"
         wall, cpu = r["wall1000"] / r["wall10"], r["cpu1000"] / r["cpu10"]
         lines.append(
-            f"| {fw}: obskit overhead @1,000 routes within 10% of @10 (over HTTP; judged by the routes step, "
-            f"bench_paired.py) | {wall:.2f}x | {cpu:.2f}x | {verdict} |"
+            f"| {fw}: obskit overhead @1,000 routes within 10% of @10 (over HTTP; see also the routes step) "
+            f"| {wall:.2f}x | {cpu:.2f}x | {verdict} |"
         )
 
     problems = [s for s in samples if s.errors or s.log]

@@ -179,7 +179,10 @@ def routes_verdict(framework: str, cpu: dict[str, list[float]]) -> list[str]:
     Over HTTP (bench_http.py) each overhead is a difference between two fresh server processes, and a FastAPI
     request with 1,000 linearly matched routes takes ~1,150 µs: per-process spread alone moved FastAPI's
     overhead at 1,000 routes from +43 to +145 µs between rounds (session 12), against the +60 µs measured.
-    Here the four configurations serve interleaved slices in long-lived processes.
+    Here the four configurations serve interleaved slices in long-lived processes: steady within a run (Flask:
+    +59.8 / +60.2 and +61.8 / +62.7 µs in two runs), but FastAPI's overhead at 1,000 routes still moves with
+    the processes' layout, +39.6 µs in one run and +89.6 in the next (0.68x and 1.44x). The exact measure of
+    obskit's own work is count_opcodes.py: 3,009 bytecodes per FastAPI request at 10 and at 1,000 routes.
     """
     at10 = statistics.median(o - b for o, b in zip(cpu["obskit_full"], cpu["bare"], strict=True))
     at1000 = statistics.median(o - b for o, b in zip(cpu["obskit_full@1000"], cpu["bare@1000"], strict=True))
