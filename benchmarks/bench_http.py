@@ -300,9 +300,9 @@ def free_port() -> int:
     low = 32768
     with contextlib.suppress(OSError, ValueError, IndexError):
         low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    candidates = list(range(max(1024, low - 12000), low))
-    random.shuffle(candidates)
-    for port in [*candidates[:2000], 0]:  # 0: the kernel's choice, if the range below is unusable
+    below = range(max(1024, low - 12000), low)
+    # 0 last: the kernel's choice, if the range below is unusable.
+    for port in [*random.sample(below, min(2000, len(below))), 0]:
         if port in _handed_out:
             continue
         with socket.socket() as sock:
@@ -374,6 +374,7 @@ class _Server:
     url: str
     log: Path
     before: dict[str, int]
+    ready_requests: int = 0  # the /healthz polls it took to answer
     warm_requests: int = 0
     requests: int = 0
     duration_us: int = 0
@@ -446,8 +447,8 @@ def run_group(
     try:
         for cfg in cfgs:
             servers.append(start_server(cfg, sids[cfg], rnd, args, ports))
-        ready = {id(s): wait_ready(s.url, s.proc, s.log) for s in servers}
         for s in servers:
+            s.ready_requests = wait_ready(s.url, s.proc, s.log)
             if args.warmup > 0:
                 s.warm_requests = int(wrk(s.url, args.warmup, args, lua)["requests"])
         for _ in range(args.slices):
@@ -481,7 +482,7 @@ def run_group(
                 p99_us=statistics.median(s.p99_us),
                 cpu_us_per_request=s.cpu_ticks * 1e6 / CLK_TCK / requests,
                 receiver_cpu_us_per_request=s.rx_ticks * 1e6 / CLK_TCK / requests,
-                total_requests=ready[id(s)] + s.warm_requests + s.requests,
+                total_requests=s.ready_requests + s.warm_requests + s.requests,
                 exported={k: v for k, v in exported.items() if v},
                 log=text[-2000:] if ("Traceback" in text or "Error" in text) else "",
             )

@@ -51,10 +51,10 @@ def _spans(resource_spans: Any) -> int:
 
 def _points(resource_metrics: Any) -> int:
     return sum(
-        len(getattr(metric, metric.WhichOneof("data")).data_points)
+        len(getattr(metric, kind).data_points)
         for scope in resource_metrics.scope_metrics
         for metric in scope.metrics
-        if metric.WhichOneof("data")
+        if (kind := metric.WhichOneof("data"))
     )
 
 
