@@ -144,6 +144,12 @@ def stages() -> tuple[Decorator, Decorator, Decorator]:
     return (_identity, _identity, _identity)
 
 
+def decorated_model() -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]]:
+    """The model's three stages (featurize, infer, to_labels) under this variant's stage decorators."""
+    preprocess, inference, postprocess = stages()
+    return preprocess(featurize), inference(infer), postprocess(to_labels)
+
+
 def _identity(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 

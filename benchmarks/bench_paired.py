@@ -31,7 +31,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Final
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 SRC = Path(os.environ.get("OBSKIT_SRC") or HERE.parent / "src")
@@ -163,39 +163,7 @@ def measure(framework: str, args: argparse.Namespace, ports: dict[str, int]) -> 
     for spec in args.configs[2:]:
         ref = args.configs[1]
         lines.append(f"| {spec} minus {ref} | | {added(spec, ref, cpu)} | {added(spec, ref, thread)} |")
-    if all(spec in cpu for spec in ROUTES_CONFIGS):
-        lines += ["", *routes_verdict(framework, cpu)]
     return lines
-
-
-# Issue 8's routes-scaling target: obskit full's overhead with 1,000 routes within 10% of its overhead with 10.
-ROUTES_CONFIGS: Final = ("bare", "obskit_full", "bare@1000", "obskit_full@1000")
-ROUTES_TARGET: Final = 1.10
-
-
-def routes_verdict(framework: str, cpu: dict[str, list[float]]) -> list[str]:
-    """The routes-scaling target from paired slices: each slice's overhead is obskit full minus bare, same routes.
-
-    Over HTTP (bench_http.py) each overhead is a difference between two fresh server processes, and a FastAPI
-    request with 1,000 linearly matched routes takes ~1,150 µs: per-process spread alone moved FastAPI's
-    overhead at 1,000 routes from +43 to +145 µs between rounds (session 12), against the +60 µs measured.
-    Here the four configurations serve interleaved slices in long-lived processes: steady within a run (Flask:
-    +59.8 / +60.2 and +61.8 / +62.7 µs in two runs), but FastAPI's overhead at 1,000 routes still moves with
-    the processes' layout, +39.6 µs in one run and +89.6 in the next (0.68x and 1.44x). The exact measure of
-    obskit's own work is count_opcodes.py: 3,009 bytecodes per FastAPI request at 10 and at 1,000 routes.
-    """
-    at10 = statistics.median(o - b for o, b in zip(cpu["obskit_full"], cpu["bare"], strict=True))
-    at1000 = statistics.median(o - b for o, b in zip(cpu["obskit_full@1000"], cpu["bare@1000"], strict=True))
-    ratio = at1000 / at10
-    verdict = "met" if ratio <= ROUTES_TARGET else "**not met**"
-    return [
-        f"Routes scaling, {framework}: obskit full's added CPU per request over bare with the same routes "
-        "(median of per-slice differences)",
-        "",
-        "| framework | overhead @10 routes µs | overhead @1,000 routes µs | ratio 1,000/10 | target | verdict |",
-        "|---|---:|---:|---:|---|---|",
-        f"| {framework} | {at10:+.1f} | {at1000:+.1f} | {ratio:.2f}x | <= {ROUTES_TARGET:.2f}x | {verdict} |",
-    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,17 +182,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.serve:
         return _serve(args)
+    return report(args, args.frameworks or [args.framework], measure)
+
+
+def report(args: argparse.Namespace, frameworks: list[str], measure: Any) -> int:
+    """Run ``measure(framework, args, ports)`` for each framework beside a receiver; print and write the tables."""
     from bench_http import receiver
 
     log_dir = args.out.parent if args.out else Path(os.environ.get("TMPDIR", "/tmp"))
     log_dir.mkdir(parents=True, exist_ok=True)
-    report: list[str] = []
+    lines: list[str] = []
     # The receiver on the other CPU: it stands in for a collector elsewhere.
     other = None if not args.cpu else ("0" if args.cpu != "0" else "1")
     with receiver(other, log_dir) as (_rx, ports):
-        for framework in args.frameworks or [args.framework]:
-            report += [*measure(framework, args, ports), ""]
-    text = "\n".join(report)
+        for framework in frameworks:
+            lines += [*measure(framework, args, ports), ""]
+    text = "\n".join(lines)
     print(text)
     if args.out:
         args.out.write_text(text)

@@ -92,9 +92,8 @@ if [ "$ONLY" = all ] || [ "$ONLY" = http ]; then
     "$PY" "$HERE/bench_http.py" --out "$OUT" | tee "$OUT/http.txt"
 fi
 if [ "$ONLY" = all ] || [ "$ONLY" = routes ]; then
-    echo "== routes scaling: paired in-process slices at 10 and 1,000 routes (benchmarks/bench_paired.py)"
-    "$PY" "$HERE/bench_paired.py" --frameworks flask fastapi --configs bare obskit_full bare@1000 obskit_full@1000 \
-        --out "$OUT/routes.md" | tee "$OUT/routes.txt"
+    echo "== routes scaling: bare and obskit apps at 10 and 1,000 routes in one process (benchmarks/bench_routes.py)"
+    "$PY" "$HERE/bench_routes.py" --frameworks fastapi flask --out "$OUT/routes.md" | tee "$OUT/routes.txt"
 fi
 if [ "$ONLY" = all ] || [ "$ONLY" = profile ]; then
     echo "== profile: obskit full, in-process test client (benchmarks/profile_obskit.py)"
@@ -108,7 +107,7 @@ echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/env.txt"
     printf '\n```\n'; cat "$OUT/env.txt"; printf '```\n'
     if [ -f "$OUT/micro.txt" ]; then printf '\n## Micro-benchmark (bench_stage.py)\n\n```\n'; cat "$OUT/micro.txt"; printf '```\n'; fi
     if [ -f "$OUT/http.md" ]; then printf '\n## HTTP (bench_http.py)\n\n'; cat "$OUT/http.md"; fi
-    if [ -f "$OUT/routes.md" ]; then printf '\n## Routes scaling (bench_paired.py)\n\n'; cat "$OUT/routes.md"; fi
+    if [ -f "$OUT/routes.md" ]; then printf '\n## Routes scaling (bench_routes.py)\n\n'; cat "$OUT/routes.md"; fi
     if [ -f "$OUT/profile.md" ]; then printf '\n## Profile (profile_obskit.py)\n\n'; cat "$OUT/profile.md"; fi
 } >"$OUT/summary.md"
 echo "summary: $OUT/summary.md"

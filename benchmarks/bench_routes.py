@@ -1,0 +1,256 @@
+"""Routes scaling in one process: obskit full's added CPU per request with 10 and with 1,000 routes.
+
+    benchmarks/.venv/bin/python benchmarks/bench_routes.py [--frameworks fastapi flask] [--generations 5]
+
+Issue 8's target: obskit full's overhead per request with 1,000 routes within 10% of its overhead with 10.
+
+Why a tool of its own: everywhere else (bench_http.py, bench_paired.py) an overhead is the difference between
+two processes, bare and instrumented. With 1,000 linearly matched FastAPI routes, walking them is ~900 µs of a
+~1,050-µs request, and how fast one process walks them moves by a few % with its memory layout and hash seed:
+±30 µs on an overhead of ~60. Session 12's six paired runs read +40 to +91 µs at 1,000 routes for the same code.
+
+Here one child process holds the apps: bare and obskit-instrumented, each with 10 and with 1,000 routes. The
+bare and the obskit FastAPI app of a route count share the very same filler route objects (Flask's rules are
+bound to one app each, but werkzeug does not walk them linearly), so both walk the same memory, and the per-slice
+difference between them is obskit's own work. The parent asks the child for slices; each slice serves every app
+in a shuffled order, 30 requests each (a 1,000-route slice of 300 requests was long enough for the VM's noise
+to hit one app of a pair and not the other), and each app's CPU time is the request thread's
+(``time.thread_time``): the export threads serve every obskit app alike, with the same spans and points at
+either route count, and their time is reported apart, for all apps together.
+
+FastAPI also gets a control pair, ``@10+walk``: 10 routes, and the handler matches the request against the 998
+filler routes itself before the first stage, as the router does with 1,000. The same work, with no routes. obskit
+does the same work per request at any route count (count_opcodes.py: 3,009 bytecodes at 10 and at 1,000), yet
+its code costs more after a long stretch of other code, here the walk, because the CPU's predictors and caches
+are then warm with that code instead (session 13: an SDK span's start and end cost +7 µs more around a 470-µs
+loop than around a 10-µs one, while the loop itself ran no slower). If obskit's overhead at 1,000 routes is no
+more than at ``@10+walk``, what grows with the routes is that, not work that obskit does per route.
+
+A generation is one fresh child (a fresh hash seed and layout). Its overhead at a route count is the median of
+the per-slice differences; the verdict is on the median of the generations' ratios, with their range.
+
+The bare apps run in a process where obskit.init() set the global providers, so FastAPI's own telemetry, which
+would trace and meter through them, is switched off in the bare apps' configuration (in a bare server there are
+no providers and it stays idle the same way).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Final
+
+HERE = Path(__file__).resolve().parent
+SRC = Path(os.environ.get("OBSKIT_SRC") or HERE.parent / "src")
+APPS: Final = ("bare@10", "obskit@10", "bare@1000", "obskit@1000")
+# FastAPI only: 10 routes, and the handler itself matches the request against the 998 filler routes, as the
+# router does with 1,000, before the first stage. Same work at the same place in the request, no routes.
+WALK_APPS: Final = ("bare@10+walk", "obskit@10+walk")
+TARGET: Final = 1.10  # issue 8: overhead at 1,000 routes within 10% of the overhead at 10
+
+
+def _walking(fillers: list[Any], stage: Any) -> Any:
+    """``stage`` preceded by the router's walk over ``fillers`` (none of which matches a POST to /predict)."""
+    scope = {"type": "http", "path": "/predict", "root_path": "", "method": "POST"}
+
+    def walk_then(*args: Any) -> Any:
+        for route in fillers:
+            route.matches(scope)
+        return stage(*args)
+
+    return walk_then
+
+
+def _build(framework: str) -> dict[str, Any]:
+    """Child: the apps, by name, as drivers ``run(n)``."""
+    sys.path[:0] = [str(HERE), str(SRC)]
+    import _benchapp as bench  # VARIANT=obskit_full: obskit.init(), apps instrumented below (auto-instrument off)
+    import profile_obskit
+
+    import obskit
+
+    models = {"obskit": bench.decorated_model(), "bare": (bench.featurize, bench.infer, bench.to_labels)}
+    drivers: dict[str, Any] = {}
+    if framework == "fastapi":
+        import app_fastapi
+
+        fillers = app_fastapi.filler_routes(998)
+        for name in (*APPS, *WALK_APPS):
+            kind, routes = name.split("@")
+            model = models[kind]
+            if routes.endswith("+walk"):
+                model, routes = (_walking(fillers, model[0]), *model[1:]), routes.removesuffix("+walk")
+            app = app_fastapi.create_app(model, fillers[: int(routes) - 2])
+            if kind == "obskit":
+                obskit.instrument_app(app)
+            else:
+                app._telemetry.update(tracing=False, metrics=False, logs=False)
+            drivers[name] = profile_obskit._fastapi_driver(app)
+    else:
+        import app_flask
+
+        for name in APPS:
+            kind, routes = name.split("@")
+            app = app_flask.create_app(models[kind], int(routes) - 2)
+            if kind == "obskit":
+                obskit.instrument_app(app)
+            drivers[name] = profile_obskit._flask_driver(app)
+    return drivers
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """Child: build, warm up, then serve one slice of every app per line of stdin, with one JSON report each."""
+    drivers = _build(args.framework)
+    for run in drivers.values():
+        run(args.warmup)
+    rng = random.Random(args.seed)
+    print("ready", flush=True)
+    for line in sys.stdin:
+        n = int(line)
+        if n <= 0:
+            break
+        order = list(drivers)
+        rng.shuffle(order)
+        report: dict[str, float] = {}
+        process0, threads = time.process_time(), 0.0
+        for name in order:
+            thread0 = time.thread_time()
+            drivers[name](n)
+            spent = time.thread_time() - thread0
+            report[name] = spent / n * 1e6
+            threads += spent
+        # The rest of the process's CPU over the slice: background threads (export, metric reader).
+        report["background"] = (time.process_time() - process0 - threads) / n * 1e6
+        print(json.dumps(report), flush=True)
+    import obskit
+
+    obskit.shutdown(timeout=5)
+    return 0
+
+
+def _generation(framework: str, args: argparse.Namespace, ports: dict[str, int], seed: int) -> dict[str, list[float]]:
+    """One fresh child: per-slice request-thread µs per request of every app, and the background's."""
+    from profile_obskit import config_env
+
+    env = config_env("obskit_full", ports, SRC)
+    env["OBSKIT_AUTO_INSTRUMENT"] = "false"  # the bare apps stay bare; the obskit apps are instrumented by name
+    env.pop("PYTHONHASHSEED", None)
+    cmd = [
+        *(["taskset", "-c", args.cpu] if args.cpu else []),
+        sys.executable,
+        str(Path(__file__)),
+        "--serve",
+        "--framework",
+        framework,
+        "--warmup",
+        str(args.warmup),
+        "--seed",
+        str(seed),
+    ]
+    proc = subprocess.Popen(cmd, env=env, cwd=HERE, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    samples: dict[str, list[float]] = {}
+    try:
+        if proc.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"bench_routes child exited (code {proc.wait()}) before it was ready")
+        for _ in range(args.slices):
+            proc.stdin.write(f"{args.requests}\n")
+            proc.stdin.flush()
+            line = proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"bench_routes child exited (code {proc.wait()})")
+            for name, value in json.loads(line).items():
+                samples.setdefault(name, []).append(value)
+        proc.stdin.write("0\n")
+        proc.stdin.close()
+        if proc.wait(timeout=60) != 0:
+            raise RuntimeError(f"bench_routes child failed (code {proc.returncode})")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return samples
+
+
+def added(samples: dict[str, list[float]], app: str) -> float:
+    """A generation's added request-thread µs per request of obskit's ``app``: median of paired slices to bare's."""
+    pairs = zip(samples[f"obskit@{app}"], samples[f"bare@{app}"], strict=True)
+    return statistics.median(o - b for o, b in pairs)
+
+
+def measure(framework: str, args: argparse.Namespace, ports: dict[str, int]) -> list[str]:
+    rows: list[str] = []
+    ratios: list[float] = []
+    walk_ratios: list[float] = []
+    for generation in range(args.generations):
+        samples = _generation(framework, args, ports, args.seed + generation)
+        at10, at1000 = added(samples, "10"), added(samples, "1000")
+        ratios.append(at1000 / at10)
+        medians = {name: statistics.median(values) for name, values in samples.items()}
+        walk = "- | - | -"
+        if "obskit@10+walk" in samples:
+            walked = added(samples, "10+walk")
+            walk_ratios.append(at1000 / walked)
+            walk = f"{medians['bare@10+walk']:.1f} | {walked:+.1f} | {at1000 / walked:.2f}x"
+        rows.append(
+            f"| {generation + 1} | {medians['bare@10']:.1f} | {at10:+.1f} | {medians['bare@1000']:.1f} | "
+            f"{at1000:+.1f} | **{at1000 / at10:.2f}x** | {walk} | {medians['background']:.1f} |"
+        )
+        print(rows[-1], file=sys.stderr, flush=True)
+
+    def summary(values: list[float]) -> str:
+        return f"{statistics.median(values):.2f}x [{min(values):.2f}x to {max(values):.2f}x]"
+
+    ratio = statistics.median(ratios)
+    verdict = "met" if ratio <= TARGET else "**not met**"
+    walk_note = " (the same route objects); +walk: 10 routes, the handler walks the 998 filler routes"
+    lines = [
+        f"Routes scaling, {framework}: {args.generations} generations (fresh processes) x {args.slices} slices x "
+        f"{args.requests} requests per app; request-thread CPU µs per request; obskit's added µs is the median of "
+        "per-slice differences to the bare app with the same routes" + (walk_note if walk_ratios else ""),
+        "",
+        "| generation | bare @10 | added @10 | bare @1,000 | added @1,000 | 1,000/10 | bare @10+walk | "
+        "added @10+walk | 1,000/(10+walk) | background µs per request (all apps) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *rows,
+        "",
+        "| framework | overhead ratio 1,000/10 routes: median of generations [range] | target | verdict | "
+        "1,000 routes / 10 routes + the same walk in the handler |",
+        "|---|---:|---|---|---:|",
+        f"| {framework} | {summary(ratios)} | <= {TARGET:.2f}x | {verdict} | "
+        f"{summary(walk_ratios) if walk_ratios else '-'} |",
+    ]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--framework", default="fastapi", help=argparse.SUPPRESS)
+    parser.add_argument("--frameworks", nargs="+", default=["fastapi", "flask"])
+    parser.add_argument("--generations", type=int, default=5, help="fresh child processes per framework")
+    parser.add_argument("--slices", type=int, default=150)
+    parser.add_argument("--requests", type=int, default=30, help="requests per app and slice")
+    parser.add_argument("--warmup", type=int, default=1000, help="requests per app before the first slice")
+    parser.add_argument("--cpu", default="1" if (os.cpu_count() or 1) >= 2 else "", help="CPU of the child")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=None, help="also write the tables here (markdown)")
+    args = parser.parse_args(argv)
+    if args.serve:
+        return _serve(args)
+    from bench_paired import report
+
+    return report(args, args.frameworks, measure)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(HERE))
+    raise SystemExit(main())
