@@ -56,8 +56,9 @@ WALK_APPS: Final = ("bare@10+walk", "obskit@10+walk")
 TARGET: Final = 1.10  # issue 8: overhead at 1,000 routes within 10% of the overhead at 10
 
 
-def _walking(fillers: list[Any], stage: Any) -> Any:
-    """``stage`` preceded by the router's walk over ``fillers`` (none of which matches a POST to /predict)."""
+def _walking(fillers: list[Any], stage: Any, loop: int) -> Any:
+    """``stage`` preceded by the router's walk over ``fillers`` (none of which matches a POST to /predict), or by
+    a pure-Python loop of ``loop`` iterations instead when ``loop`` is not 0 (``--loop``)."""
     scope = {"type": "http", "path": "/predict", "root_path": "", "method": "POST"}
 
     def walk_then(*args: Any) -> Any:
@@ -65,10 +66,16 @@ def _walking(fillers: list[Any], stage: Any) -> Any:
             route.matches(scope)
         return stage(*args)
 
-    return walk_then
+    def loop_then(*args: Any) -> Any:
+        total = 0
+        for i in range(loop):
+            total += i * i
+        return stage(*args)
+
+    return loop_then if loop else walk_then
 
 
-def _build(framework: str) -> dict[str, Any]:
+def _build(framework: str, loop: int) -> dict[str, Any]:
     """Child: the apps, by name, as drivers ``run(n)``."""
     sys.path[:0] = [str(HERE), str(SRC)]
     import _benchapp as bench  # VARIANT=obskit_full: obskit.init(), apps instrumented below (auto-instrument off)
@@ -86,7 +93,7 @@ def _build(framework: str) -> dict[str, Any]:
             kind, routes = name.split("@")
             model = models[kind]
             if routes.endswith("+walk"):
-                model, routes = (_walking(fillers, model[0]), *model[1:]), routes.removesuffix("+walk")
+                model, routes = (_walking(fillers, model[0], loop), *model[1:]), routes.removesuffix("+walk")
             app = app_fastapi.create_app(model, fillers[: int(routes) - 2])
             if kind == "obskit":
                 obskit.instrument_app(app)
@@ -107,7 +114,7 @@ def _build(framework: str) -> dict[str, Any]:
 
 def _serve(args: argparse.Namespace) -> int:
     """Child: build, warm up, then serve one slice of every app per line of stdin, with one JSON report each."""
-    drivers = _build(args.framework)
+    drivers = _build(args.framework, args.loop)
     for run in drivers.values():
         run(args.warmup)
     rng = random.Random(args.seed)
@@ -153,6 +160,8 @@ def _generation(framework: str, args: argparse.Namespace, ports: dict[str, int],
         str(args.warmup),
         "--seed",
         str(seed),
+        "--loop",
+        str(args.loop),
     ]
     proc = subprocess.Popen(cmd, env=env, cwd=HERE, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert proc.stdin is not None
@@ -211,7 +220,11 @@ def measure(framework: str, args: argparse.Namespace, ports: dict[str, int]) -> 
 
     ratio = statistics.median(ratios)
     verdict = "met" if ratio <= TARGET else "**not met**"
-    walk_note = " (the same route objects); +walk: 10 routes, the handler walks the 998 filler routes"
+    walk_note = " (the same route objects); +walk: 10 routes, " + (
+        f"the handler runs a {args.loop:,}-iteration Python loop (--loop) instead of the walk"
+        if args.loop
+        else "the handler walks the 998 filler routes"
+    )
     lines = [
         f"Routes scaling, {framework}: {args.generations} generations (fresh processes) x {args.slices} slices x "
         f"{args.requests} requests per app; request-thread CPU µs per request; obskit's added µs is the median of "
@@ -223,7 +236,7 @@ def measure(framework: str, args: argparse.Namespace, ports: dict[str, int]) -> 
         *rows,
         "",
         "| framework | overhead ratio 1,000/10 routes: median of generations [range] | target | verdict | "
-        "1,000 routes / 10 routes + the same walk in the handler |",
+        f"1,000 routes / 10 routes + {'the loop' if args.loop else 'the same walk'} in the handler |",
         "|---|---:|---|---|---:|",
         f"| {framework} | {summary(ratios)} | <= {TARGET:.2f}x | {verdict} | "
         f"{summary(walk_ratios) if walk_ratios else '-'} |",
@@ -241,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=30, help="requests per app and slice")
     parser.add_argument("--warmup", type=int, default=1000, help="requests per app before the first slice")
     parser.add_argument("--cpu", default="1" if (os.cpu_count() or 1) >= 2 else "", help="CPU of the child")
+    parser.add_argument(
+        "--loop", type=int, default=0, help="the control's handler runs a Python loop of this many iterations instead"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None, help="also write the tables here (markdown)")
     args = parser.parse_args(argv)
