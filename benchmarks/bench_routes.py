@@ -78,7 +78,7 @@ def _walking(fillers: list[Any], stage: Any, loop: int) -> Any:
 def _build(framework: str, loop: int) -> dict[str, Any]:
     """Child: the apps, by name, as drivers ``run(n)``."""
     sys.path[:0] = [str(HERE), str(SRC)]
-    import _benchapp as bench  # VARIANT=obskit_full: obskit.init(), apps instrumented below (auto-instrument off)
+    import _benchapp as bench  # VARIANT=obskit_*: obskit.init(), apps instrumented below (auto-instrument off)
     import profile_obskit
 
     import obskit
@@ -146,7 +146,7 @@ def _generation(framework: str, args: argparse.Namespace, ports: dict[str, int],
     """One fresh child: per-slice request-thread µs per request of every app, and the background's."""
     from profile_obskit import config_env
 
-    env = config_env("obskit_full", ports, SRC)
+    env = config_env(args.config, ports, SRC)
     env["OBSKIT_AUTO_INSTRUMENT"] = "false"  # the bare apps stay bare; the obskit apps are instrumented by name
     env.pop("PYTHONHASHSEED", None)
     cmd = [
@@ -226,9 +226,10 @@ def measure(framework: str, args: argparse.Namespace, ports: dict[str, int]) -> 
         else "the handler walks the 998 filler routes"
     )
     lines = [
-        f"Routes scaling, {framework}: {args.generations} generations (fresh processes) x {args.slices} slices x "
-        f"{args.requests} requests per app; request-thread CPU µs per request; obskit's added µs is the median of "
-        "per-slice differences to the bare app with the same routes" + (walk_note if walk_ratios else ""),
+        f"Routes scaling, {framework}, {args.config}: {args.generations} generations (fresh processes) x "
+        f"{args.slices} slices x {args.requests} requests per app; request-thread CPU µs per request; obskit's "
+        "added µs is the median of per-slice differences to the bare app with the same routes"
+        + (walk_note if walk_ratios else ""),
         "",
         "| generation | bare @10 | added @10 | bare @1,000 | added @1,000 | 1,000/10 | bare @10+walk | "
         "added @10+walk | 1,000/(10+walk) | background µs per request (all apps) |",
@@ -254,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=30, help="requests per app and slice")
     parser.add_argument("--warmup", type=int, default=1000, help="requests per app before the first slice")
     parser.add_argument("--cpu", default="1" if (os.cpu_count() or 1) >= 2 else "", help="CPU of the child")
+    parser.add_argument(
+        "--config", default="obskit_full", choices=["obskit_full", "obskit_metrics"], help="the obskit apps' mode"
+    )
     parser.add_argument(
         "--loop", type=int, default=0, help="the control's handler runs a Python loop of this many iterations instead"
     )

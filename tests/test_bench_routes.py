@@ -36,7 +36,7 @@ def _measure(monkeypatch: pytest.MonkeyPatch, generations: list[dict[str, list[f
         return queue.pop(0)
 
     monkeypatch.setattr(bench_routes, "_generation", fake_generation)
-    args = argparse.Namespace(generations=len(generations), slices=3, requests=30, seed=1, loop=0)
+    args = argparse.Namespace(generations=len(generations), slices=3, requests=30, seed=1, loop=0, config="obskit_full")
     return "\n".join(bench_routes.measure(framework, args, {}))
 
 
