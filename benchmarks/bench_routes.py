@@ -232,7 +232,7 @@ def measure(framework: str, args: argparse.Namespace, ports: dict[str, int]) -> 
         + (walk_note if walk_ratios else ""),
         "",
         "| generation | bare @10 | added @10 | bare @1,000 | added @1,000 | 1,000/10 | bare @10+walk | "
-        "added @10+walk | 1,000/(10+walk) | background µs per request (all apps) |",
+        "added @10+walk | 1,000/(10+walk) | background CPU per turn ÷ requests per app, µs |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         *rows,
         "",
