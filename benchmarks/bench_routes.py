@@ -1,6 +1,8 @@
 """Routes scaling in one process: obskit full's added CPU per request with 10 and with 1,000 routes.
 
     benchmarks/.venv/bin/python benchmarks/bench_routes.py [--frameworks fastapi flask] [--generations 5]
+    # A/B of two obskit sources, in alternate generations of one run (the growth from 10 to 1,000 routes of each):
+    benchmarks/.venv/bin/python benchmarks/bench_routes.py --frameworks fastapi --baseline-src /tmp/base/src
 
 Issue 8's target: obskit full's overhead per request with 1,000 routes within 10% of its overhead with 10.
 
@@ -142,11 +144,14 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _generation(framework: str, args: argparse.Namespace, ports: dict[str, int], seed: int) -> dict[str, list[float]]:
-    """One fresh child: per-slice request-thread µs per request of every app, and the background's."""
+def _generation(
+    framework: str, args: argparse.Namespace, ports: dict[str, int], seed: int, src: Path
+) -> dict[str, list[float]]:
+    """One fresh child with obskit from ``src``: per-slice request-thread µs per request of every app, and the
+    background's."""
     from profile_obskit import config_env
 
-    env = config_env(args.config, ports, SRC)
+    env = config_env(args.config, ports, src)
     env["OBSKIT_AUTO_INSTRUMENT"] = "false"  # the bare apps stay bare; the obskit apps are instrumented by name
     env.pop("PYTHONHASHSEED", None)
     cmd = [
@@ -196,29 +201,38 @@ def added(samples: dict[str, list[float]], app: str) -> float:
 
 
 def measure(framework: str, args: argparse.Namespace, ports: dict[str, int]) -> list[str]:
+    # A/B (--baseline-src): the generations alternate between this tree's obskit and the baseline's, so that
+    # both meet the same minutes of the machine.
+    sources = [("", SRC)] if args.baseline_src is None else [("head", SRC), ("base", args.baseline_src.resolve())]
     rows: list[str] = []
-    ratios: list[float] = []
+    overheads: dict[str, list[tuple[float, float]]] = {label: [] for label, _ in sources}
+    ratios: dict[str, list[float]] = {label: [] for label, _ in sources}
     walk_ratios: list[float] = []
-    for generation in range(args.generations):
-        samples = _generation(framework, args, ports, args.seed + generation)
+    for generation in range(args.generations * len(sources)):
+        label, src = sources[generation % len(sources)]
+        samples = _generation(framework, args, ports, args.seed + generation, src)
         at10, at1000 = added(samples, "10"), added(samples, "1000")
-        ratios.append(at1000 / at10)
+        overheads[label].append((at10, at1000))
+        ratios[label].append(at1000 / at10)
         medians = {name: statistics.median(values) for name, values in samples.items()}
         walk = "- | - | -"
         if "obskit@10+walk" in samples:
             walked = added(samples, "10+walk")
-            walk_ratios.append(at1000 / walked)
+            if label != "base":
+                walk_ratios.append(at1000 / walked)
             walk = f"{medians['bare@10+walk']:.1f} | {walked:+.1f} | {at1000 / walked:.2f}x"
         rows.append(
-            f"| {generation + 1} | {medians['bare@10']:.1f} | {at10:+.1f} | {medians['bare@1000']:.1f} | "
-            f"{at1000:+.1f} | **{at1000 / at10:.2f}x** | {walk} | {medians['background']:.1f} |"
+            f"| {generation + 1}{f' {label}' if label else ''} | {medians['bare@10']:.1f} | {at10:+.1f} | "
+            f"{medians['bare@1000']:.1f} | {at1000:+.1f} | **{at1000 / at10:.2f}x** | {walk} | "
+            f"{medians['background']:.1f} |"
         )
         print(rows[-1], file=sys.stderr, flush=True)
 
     def summary(values: list[float]) -> str:
         return f"{statistics.median(values):.2f}x [{min(values):.2f}x to {max(values):.2f}x]"
 
-    ratio = statistics.median(ratios)
+    head = sources[0][0]
+    ratio = statistics.median(ratios[head])
     verdict = "met" if ratio <= TARGET else "**not met**"
     walk_note = " (the same route objects); +walk: 10 routes, " + (
         f"the handler runs a {args.loop:,}-iteration Python loop (--loop) instead of the walk"
@@ -239,10 +253,37 @@ def measure(framework: str, args: argparse.Namespace, ports: dict[str, int]) -> 
         "| framework | overhead ratio 1,000/10 routes: median of generations [range] | target | verdict | "
         f"1,000 routes / 10 routes + {'the loop' if args.loop else 'the same walk'} in the handler |",
         "|---|---:|---|---|---:|",
-        f"| {framework} | {summary(ratios)} | <= {TARGET:.2f}x | {verdict} | "
+        f"| {framework} | {summary(ratios[head])} | <= {TARGET:.2f}x | {verdict} | "
         f"{summary(walk_ratios) if walk_ratios else '-'} |",
     ]
+    if args.baseline_src is not None:
+        lines += ["", *ab_table(framework, overheads, ratios)]
     return lines
+
+
+def ab_table(
+    framework: str, overheads: dict[str, list[tuple[float, float]]], ratios: dict[str, list[float]]
+) -> list[str]:
+    """Head against base: medians over each one's generations of the added µs at 10 and at 1,000 routes."""
+
+    def medians(label: str) -> tuple[float, float, float]:
+        at10 = statistics.median(o[0] for o in overheads[label])
+        at1000 = statistics.median(o[1] for o in overheads[label])
+        return at10, at1000, statistics.median(ratios[label])
+
+    head, base = medians("head"), medians("base")
+    return [
+        f"A/B, {framework}: medians over each source's generations (alternating in one run)",
+        "",
+        "| source | added @10 µs | added @1,000 µs | growth µs | ratio 1,000/10 |",
+        "|---|---:|---:|---:|---:|",
+        *(
+            f"| {label} | {m[0]:+.1f} | {m[1]:+.1f} | {m[1] - m[0]:+.1f} | {m[2]:.2f}x |"
+            for label, m in (("head", head), ("base", base))
+        ),
+        f"| head minus base | {head[0] - base[0]:+.1f} | {head[1] - base[1]:+.1f} | "
+        f"{(head[1] - head[0]) - (base[1] - base[0]):+.1f} | |",
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -257,6 +298,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu", default="1" if (os.cpu_count() or 1) >= 2 else "", help="CPU of the child")
     parser.add_argument(
         "--config", default="obskit_full", choices=["obskit_full", "obskit_metrics"], help="the obskit apps' mode"
+    )
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        default=None,
+        help="A/B: also serve obskit from this src/ directory, in alternate generations (--generations each)",
     )
     parser.add_argument(
         "--loop", type=int, default=0, help="the control's handler runs a Python loop of this many iterations instead"

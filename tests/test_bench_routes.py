@@ -29,15 +29,28 @@ def _samples(at10: float, at1000: float, walk: float | None = None) -> dict[str,
     return samples
 
 
-def _measure(monkeypatch: pytest.MonkeyPatch, generations: list[dict[str, list[float]]], framework: str) -> str:
+def _measure(
+    monkeypatch: pytest.MonkeyPatch,
+    generations: list[dict[str, list[float]]],
+    framework: str,
+    baseline: Path | None = None,
+) -> str:
     queue = list(generations)
+    served: list[Path] = []
 
-    def fake_generation(*_args: Any) -> dict[str, list[float]]:
+    def fake_generation(*args: Any) -> dict[str, list[float]]:
+        served.append(args[-1])
         return queue.pop(0)
 
     monkeypatch.setattr(bench_routes, "_generation", fake_generation)
-    args = argparse.Namespace(generations=len(generations), slices=3, requests=30, seed=1, loop=0, config="obskit_full")
-    return "\n".join(bench_routes.measure(framework, args, {}))
+    count = len(generations) // (2 if baseline else 1)
+    args = argparse.Namespace(
+        generations=count, slices=3, requests=30, seed=1, loop=0, config="obskit_full", baseline_src=baseline
+    )
+    text = "\n".join(bench_routes.measure(framework, args, {}))
+    if baseline is not None:  # head and base alternate
+        assert served == [bench_routes.SRC, baseline.resolve()] * count
+    return text
 
 
 def test_overhead_is_the_median_of_paired_turns() -> None:
@@ -63,3 +76,16 @@ def test_the_control_compares_1000_routes_with_the_walk_in_the_handler(monkeypat
     # Generation 2: +66 at 1,000 routes against +55 with the walk in the handler.
     assert "| 2 | 80.0 | +50.0 | 1050.0 | +66.0 | **1.32x** | 905.0 | +55.0 | 1.20x | 30.0 |" in text
     assert text.splitlines()[-1].endswith("| 1.10x [1.00x to 1.20x] |")
+
+
+def test_ab_alternates_the_sources_and_compares_their_medians(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Head grows +10 µs from 10 to 1,000 routes, base +20: head minus base is -10 µs of growth."""
+    head, base = _samples(50, 60, walk=60), _samples(52, 72, walk=36)
+    generations = [head, base, head, base]
+    text = _measure(monkeypatch, generations, "fastapi", baseline=tmp_path)
+    assert "| head | +50.0 | +60.0 | +10.0 | 1.20x |" in text
+    assert "| base | +52.0 | +72.0 | +20.0 | 1.38x |" in text
+    assert "| head minus base | -2.0 | -12.0 | -10.0 | |" in text
+    # The verdict and the control are head's alone.
+    verdict = "| fastapi | 1.20x [1.20x to 1.20x] | <= 1.10x | **not met** | 1.00x [1.00x to 1.00x] |"
+    assert verdict in text.splitlines()
