@@ -30,8 +30,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 HERE = Path(__file__).resolve().parent
 SRC = Path(os.environ.get("OBSKIT_SRC") or HERE.parent / "src")
@@ -68,19 +68,59 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-class Child:
+class SliceChild:
+    """A long-lived child process that prints "ready", then answers each line ``n`` of its stdin with one JSON
+    report (a slice of ``n`` requests), and stops at a line ``0``. Pinned to ``cpu`` when given."""
+
+    def __init__(self, name: str, cmd: list[str], env: dict[str, str], cpu: str) -> None:
+        self.name = name
+        cmd = [*(["taskset", "-c", cpu] if cpu else []), sys.executable, *cmd]
+        self.proc = subprocess.Popen(cmd, env=env, cwd=HERE, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._expect_ready()
+
+    def _expect_ready(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.strip() == "ready":
+                return
+        raise RuntimeError(f"{self.name}: the child exited (code {self.proc.wait()}) before it was ready")
+
+    def slice(self, n: int) -> dict[str, float]:
+        assert self.proc.stdin is not None
+        assert self.proc.stdout is not None
+        self.proc.stdin.write(f"{n}\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.name}: the child exited (code {self.proc.wait()})")
+        return dict(json.loads(line))
+
+    def close(self, timeout: float = 30) -> int:
+        """Ask the child to stop (killing it after ``timeout`` seconds); its exit code."""
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            try:
+                self.proc.stdin.write("0\n")
+                self.proc.stdin.close()
+                self.proc.wait(timeout=timeout)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+class Child(SliceChild):
+    """One configuration (``NAME`` or ``NAME@SRC``) served by ``_serve``."""
+
     def __init__(self, spec: str, framework: str, args: argparse.Namespace, ports: dict[str, int]) -> None:
         from profile_obskit import CONFIGS, config_env
 
-        self.spec = spec
         # NAME@SRC, where NAME may hold an "@" itself (bare@1000): the whole spec first, then up to the last "@".
         config, src = (spec, "") if spec in CONFIGS or "@" not in spec else spec.rsplit("@", 1)
         if config not in CONFIGS:
             raise SystemExit(f"{config!r}: expected one of {', '.join(CONFIGS)}")
         env = config_env(config, ports, Path(src).resolve() if src else SRC)
         cmd = [
-            *(["taskset", "-c", args.cpu] if args.cpu else []),
-            sys.executable,
             str(Path(__file__)),
             "--serve",
             "--framework",
@@ -90,36 +130,7 @@ class Child:
             "--warmup",
             str(args.warmup),
         ]
-        self.proc = subprocess.Popen(cmd, env=env, cwd=HERE, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self._expect_ready()
-
-    def _expect_ready(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if line.strip() == "ready":
-                return
-        raise RuntimeError(f"{self.spec}: the child exited (code {self.proc.wait()}) before it was ready")
-
-    def slice(self, n: int) -> dict[str, float]:
-        assert self.proc.stdin is not None
-        assert self.proc.stdout is not None
-        self.proc.stdin.write(f"{n}\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"{self.spec}: the child exited (code {self.proc.wait()})")
-        return dict(json.loads(line))
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            assert self.proc.stdin is not None
-            try:
-                self.proc.stdin.write("0\n")
-                self.proc.stdin.close()
-                self.proc.wait(timeout=30)
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait()
+        super().__init__(spec, cmd, env, args.cpu)
 
 
 def _quartiles(values: list[float]) -> tuple[float, float, float]:
@@ -130,16 +141,16 @@ def _quartiles(values: list[float]) -> tuple[float, float, float]:
 def measure(framework: str, args: argparse.Namespace, ports: dict[str, int]) -> list[str]:
     children = [Child(spec, framework, args, ports) for spec in args.configs]
     rng = random.Random(args.seed)
-    cpu: dict[str, list[float]] = {c.spec: [] for c in children}
-    thread: dict[str, list[float]] = {c.spec: [] for c in children}
+    cpu: dict[str, list[float]] = {c.name: [] for c in children}
+    thread: dict[str, list[float]] = {c.name: [] for c in children}
     try:
         for _ in range(args.slices):
             order = children[:]
             rng.shuffle(order)
             for child in order:
                 report = child.slice(args.requests)
-                cpu[child.spec].append(report["cpu_us"])
-                thread[child.spec].append(report["thread_us"])
+                cpu[child.name].append(report["cpu_us"])
+                thread[child.name].append(report["thread_us"])
     finally:
         for child in children:
             child.close()
@@ -185,7 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     return report(args, args.frameworks or [args.framework], measure)
 
 
-def report(args: argparse.Namespace, frameworks: list[str], measure: Any) -> int:
+# measure(framework, args, ports): one framework's tables (markdown lines).
+Measure = Callable[[str, argparse.Namespace, dict[str, int]], list[str]]
+
+
+def report(args: argparse.Namespace, frameworks: list[str], measure: Measure) -> int:
     """Run ``measure(framework, args, ports)`` for each framework beside a receiver; print and write the tables."""
     from bench_http import receiver
 

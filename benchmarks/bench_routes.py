@@ -46,7 +46,6 @@ import json
 import os
 import random
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -72,22 +71,24 @@ def _walking(fillers: list[Any], stage: Any, loop: int, kind: str) -> Any:
     scope = {"type": "http", "path": "/predict", "root_path": "", "method": "POST"}
     clock = time.thread_time
 
-    def walk_then(*args: Any) -> Any:
-        t0 = clock()
+    def walk() -> None:
         for route in fillers:
             route.matches(scope)
-        _WORK[kind] = _WORK.get(kind, 0.0) + clock() - t0
-        return stage(*args)
 
-    def loop_then(*args: Any) -> Any:
-        t0 = clock()
+    def spin() -> None:
         total = 0
         for i in range(loop):
             total += i * i
+
+    work = spin if loop else walk
+
+    def work_then(*args: Any) -> Any:
+        t0 = clock()
+        work()
         _WORK[kind] = _WORK.get(kind, 0.0) + clock() - t0
         return stage(*args)
 
-    return loop_then if loop else walk_then
+    return work_then
 
 
 def _build(framework: str, loop: int) -> dict[str, Any]:
@@ -165,48 +166,23 @@ def _generation(
 ) -> dict[str, list[float]]:
     """One fresh child with obskit from ``src``: per-slice request-thread µs per request of every app, and the
     background's."""
+    from bench_paired import SliceChild
     from profile_obskit import config_env
 
     env = config_env(args.config, ports, src)
     env["OBSKIT_AUTO_INSTRUMENT"] = "false"  # the bare apps stay bare; the obskit apps are instrumented by name
     env.pop("PYTHONHASHSEED", None)
-    cmd = [
-        *(["taskset", "-c", args.cpu] if args.cpu else []),
-        sys.executable,
-        str(Path(__file__)),
-        "--serve",
-        "--framework",
-        framework,
-        "--warmup",
-        str(args.warmup),
-        "--seed",
-        str(seed),
-        "--loop",
-        str(args.loop),
-    ]
-    proc = subprocess.Popen(cmd, env=env, cwd=HERE, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert proc.stdin is not None
-    assert proc.stdout is not None
+    cmd = [str(Path(__file__)), "--serve", "--framework", framework, "--warmup", str(args.warmup), "--seed", str(seed)]
+    child = SliceChild("bench_routes child", [*cmd, "--loop", str(args.loop)], env, args.cpu)
     samples: dict[str, list[float]] = {}
     try:
-        if proc.stdout.readline().strip() != "ready":
-            raise RuntimeError(f"bench_routes child exited (code {proc.wait()}) before it was ready")
         for _ in range(args.slices):
-            proc.stdin.write(f"{args.requests}\n")
-            proc.stdin.flush()
-            line = proc.stdout.readline()
-            if not line:
-                raise RuntimeError(f"bench_routes child exited (code {proc.wait()})")
-            for name, value in json.loads(line).items():
+            for name, value in child.slice(args.requests).items():
                 samples.setdefault(name, []).append(value)
-        proc.stdin.write("0\n")
-        proc.stdin.close()
-        if proc.wait(timeout=60) != 0:
-            raise RuntimeError(f"bench_routes child failed (code {proc.returncode})")
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        code = child.close(timeout=60)
+    if code != 0:
+        raise RuntimeError(f"bench_routes child failed (code {code})")
     return samples
 
 
