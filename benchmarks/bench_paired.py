@@ -187,13 +187,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slices", type=int, default=40)
     parser.add_argument("--requests", type=int, default=500, help="requests per slice")
     parser.add_argument("--warmup", type=int, default=2000)
-    parser.add_argument("--cpu", default="1" if (os.cpu_count() or 1) >= 2 else "", help="CPU of every child")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=None, help="also write the tables here (markdown)")
+    common_options(parser)
     args = parser.parse_args(argv)
     if args.serve:
         return _serve(args)
     return report(args, args.frameworks or [args.framework], measure)
+
+
+def common_options(parser: argparse.ArgumentParser) -> None:
+    """The options every in-process benchmark takes: the children's CPU, the seed and the output file."""
+    parser.add_argument("--cpu", default="1" if (os.cpu_count() or 1) >= 2 else "", help="CPU of the children")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=None, help="also write the tables here (markdown)")
 
 
 # measure(framework, args, ports): one framework's tables (markdown lines).

@@ -289,7 +289,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slices", type=int, default=150)
     parser.add_argument("--requests", type=int, default=30, help="requests per app and slice")
     parser.add_argument("--warmup", type=int, default=1000, help="requests per app before the first slice")
-    parser.add_argument("--cpu", default="1" if (os.cpu_count() or 1) >= 2 else "", help="CPU of the child")
     parser.add_argument(
         "--config", default="obskit_full", choices=["obskit_full", "obskit_metrics"], help="the obskit apps' mode"
     )
@@ -302,13 +301,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--loop", type=int, default=0, help="the control's handler runs a Python loop of this many iterations instead"
     )
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=None, help="also write the tables here (markdown)")
+    from bench_paired import common_options, report
+
+    common_options(parser)
     args = parser.parse_args(argv)
     if args.serve:
         return _serve(args)
-    from bench_paired import report
-
     return report(args, args.frameworks, measure)
 
 

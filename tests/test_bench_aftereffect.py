@@ -1,0 +1,41 @@
+"""benchmarks/bench_aftereffect.py: the after-effect table, each case against the loop after a bare request."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import bench_aftereffect
+
+
+def _generation(after_obskit: float) -> dict[str, list[float]]:
+    """Four turns per case; the loop takes 1,000 µs after a bare request, ``after_obskit`` after an obskit one."""
+    return {
+        "nothing": [1000.0, 1001.0, 999.0, 1000.0],
+        bench_aftereffect.REFERENCE: [1000.0, 1000.0, 1000.0, 1000.0],
+        # One outlier turn (a noise burst) does not move the median.
+        bench_aftereffect.OBSKIT: [after_obskit, after_obskit, after_obskit + 900.0, after_obskit],
+    }
+
+
+def test_each_case_is_compared_with_the_loop_after_a_bare_request() -> None:
+    lines = bench_aftereffect.summarize([_generation(1020.0), _generation(1010.0), _generation(1012.0)])
+    obskit_row = next(line for line in lines if line.startswith(f"| {bench_aftereffect.OBSKIT} |"))
+    assert "1020.0 (+20.0, +2.00%" in obskit_row
+    assert "1010.0 (+10.0, +1.00%" in obskit_row
+    reference_row = next(line for line in lines if line.startswith(f"| {bench_aftereffect.REFERENCE} |"))
+    assert reference_row.count("(+0.0, +0.00%") == 3
+    # The headline: the median of the generations, with their range.
+    assert lines[-1] == (
+        "After an obskit request the loop ran +1.20% [+1.00% to +2.00%] against after a bare request "
+        "(median of generations)."
+    )
+
+
+def test_halves_show_whether_a_difference_holds_across_the_turns() -> None:
+    generation = _generation(1000.0)
+    generation["nothing"] = [1050.0, 1000.0, 1050.0, 1000.0]  # even turns slow, odd turns not
+    row = next(line for line in bench_aftereffect.summarize([generation]) if line.startswith("| nothing |"))
+    assert "halves +5.00%, +0.00%" in row
