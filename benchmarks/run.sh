@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The side-by-side overhead benchmark (benchmarks/README.md): HTTP throughput and server CPU per request of
-# every variant under wrk, the per-call micro-benchmarks, the routes-scaling run and the profiles.
+# every variant under wrk, the per-call micro-benchmarks, the routes-scaling run (with the after-effect) and the
+# profiles.
 #
-#   bash benchmarks/run.sh                       # everything, ~22 minutes on 2 cores
+#   bash benchmarks/run.sh                       # everything, ~30 minutes on 2 cores
 #   ROUNDS=9 DURATION=10 bash benchmarks/run.sh  # longer, steadier
 #   ONLY=http|micro|routes|profile bash benchmarks/run.sh
 #
@@ -94,6 +95,8 @@ fi
 if [ "$ONLY" = all ] || [ "$ONLY" = routes ]; then
     echo "== routes scaling: bare and obskit apps at 10 and 1,000 routes in one process (benchmarks/bench_routes.py)"
     "$PY" "$HERE/bench_routes.py" --frameworks fastapi flask --out "$OUT/routes.md" | tee "$OUT/routes.txt"
+    echo "== after-effect: the same Python loop right after a bare or an obskit request (benchmarks/bench_aftereffect.py)"
+    "$PY" "$HERE/bench_aftereffect.py" --frameworks fastapi flask --out "$OUT/aftereffect.md" | tee "$OUT/aftereffect.txt"
 fi
 if [ "$ONLY" = all ] || [ "$ONLY" = profile ]; then
     echo "== profile: obskit full, in-process test client (benchmarks/profile_obskit.py)"
@@ -108,6 +111,7 @@ echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/env.txt"
     if [ -f "$OUT/micro.txt" ]; then printf '\n## Micro-benchmark (bench_stage.py)\n\n```\n'; cat "$OUT/micro.txt"; printf '```\n'; fi
     if [ -f "$OUT/http.md" ]; then printf '\n## HTTP (bench_http.py)\n\n'; cat "$OUT/http.md"; fi
     if [ -f "$OUT/routes.md" ]; then printf '\n## Routes scaling (bench_routes.py)\n\n'; cat "$OUT/routes.md"; fi
+    if [ -f "$OUT/aftereffect.md" ]; then printf '\n## After-effect (bench_aftereffect.py)\n\n'; cat "$OUT/aftereffect.md"; fi
     if [ -f "$OUT/profile.md" ]; then printf '\n## Profile (profile_obskit.py)\n\n'; cat "$OUT/profile.md"; fi
 } >"$OUT/summary.md"
 echo "summary: $OUT/summary.md"
