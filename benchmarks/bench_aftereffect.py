@@ -6,11 +6,12 @@ Why (session 14): obskit's overhead per request grows with the request's other C
 benchmark VM (bench_routes.py --loop), and part of the growth is the app's own code running slower inside an
 instrumented request. This tool takes the request out of it. One child process holds a bare and an
 obskit-instrumented app; in turns, in a shuffled order, it runs the loop once (a common state), then one case (one
-bare request, one obskit request, pieces of obskit's work, or nothing), then times the loop again with the request
-thread's CPU clock. No request is in flight while the loop runs, so what differs is only what ran just before it.
-On the session-14 VM the loop ran 1-2% slower right after an obskit request than right after a bare one, and did
-not 40 ms later; see benchmarks/README.md, Recommendations 5, for what was ruled out. On other hardware, this is
-the quickest way to see whether the effect exists there at all.
+bare request, one obskit request, one stock OpenTelemetry request, pieces of obskit's work, or nothing), then
+times the loop again with the request thread's CPU clock. No request is in flight while the loop runs, so what
+differs is only what ran just before it. On the session-14 VM the loop ran 1-2% slower right after an obskit
+request than right after a bare one (after a stock OpenTelemetry request: 0-1%), and did not 40 ms later; see
+benchmarks/README.md, Recommendations 5, for what was ruled out. On other hardware, this is the quickest way to
+see whether the effect exists there at all.
 
 A generation is one fresh child; each case's figure is the median of its turns, with the medians of the odd and
 of the even turns beside it (if those halves disagree, the difference is noise).
@@ -34,6 +35,7 @@ HERE = Path(__file__).resolve().parent
 SRC = Path(os.environ.get("OBSKIT_SRC") or HERE.parent / "src")
 REFERENCE: Final = "a bare request"
 OBSKIT: Final = "an obskit request"
+STOCK: Final = "a stock OpenTelemetry request (contrib + SDK, plain model)"
 
 
 def _spin(loop: int) -> Callable[[], None]:
@@ -55,14 +57,14 @@ def _cases(framework: str) -> dict[str, Callable[[], Any]]:
     import obskit
 
     plain = (bench.featurize, bench.infer, bench.to_labels)
-    models = {"bare": plain, "obskit": bench.decorated_model(), "middleware": plain}
+    models = {"bare": plain, "obskit": bench.decorated_model(), "middleware": plain, "stock": plain}
     drivers: dict[str, Any] = {}
     for kind, model in models.items():
         if framework == "fastapi":
             import app_fastapi
 
             app: Any = app_fastapi.create_app(model, [])
-            if kind == "bare":
+            if kind in ("bare", "stock"):  # FastAPI's own telemetry would trace through obskit's global providers
                 app._telemetry.update(tracing=False, metrics=False, logs=False)
             driver = profile_obskit._fastapi_driver
         else:
@@ -70,7 +72,9 @@ def _cases(framework: str) -> dict[str, Callable[[], Any]]:
 
             app = app_flask.create_app(model, 0)
             driver = profile_obskit._flask_driver
-        if kind != "bare":
+        if kind == "stock":
+            _instrument_stock(framework, app)
+        elif kind != "bare":
             obskit.instrument_app(app)
         drivers[kind] = driver(app)
         drivers[kind](300)
@@ -91,10 +95,34 @@ def _cases(framework: str) -> dict[str, Callable[[], Any]]:
         "nothing": lambda: None,
         REFERENCE: lambda: drivers["bare"](1),
         OBSKIT: lambda: drivers["obskit"](1),
+        STOCK: lambda: drivers["stock"](1),
         "obskit's middleware only (plain model)": lambda: drivers["middleware"](1),
         "three obskit stages in a span": stages,
         "seven histogram records": records,
     }
+
+
+def _instrument_stock(framework: str, app: Any) -> None:
+    """Child: contrib's instrumentor on ``app`` with SDK providers of its own (spans batched to a null exporter)."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    class Discard(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(BatchSpanProcessor(Discard()))
+    providers = {"tracer_provider": tracer_provider, "meter_provider": MeterProvider()}
+    if framework == "fastapi":
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.instrument_app(app, **providers)
+    else:
+        from opentelemetry.instrumentation.flask import FlaskInstrumentor
+
+        FlaskInstrumentor().instrument_app(app, **providers)
 
 
 def _child(args: argparse.Namespace) -> int:
@@ -134,7 +162,14 @@ def summarize(generations: list[dict[str, list[float]]]) -> list[str]:
                 + ")"
             )
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
-    gaps = [statistics.median(s[OBSKIT]) / statistics.median(s[REFERENCE]) - 1 for s in generations]
+    headlines = []
+    for case, label in ((OBSKIT, "an obskit request"), (STOCK, "a stock OpenTelemetry request")):
+        if case in generations[0]:
+            gaps = [statistics.median(s[case]) / statistics.median(s[REFERENCE]) - 1 for s in generations]
+            headlines.append(
+                f"After {label} the loop ran {statistics.median(gaps) * 100:+.2f}% [{min(gaps) * 100:+.2f}% to "
+                f"{max(gaps) * 100:+.2f}%] against after a bare request (median of generations)."
+            )
     return [
         "| the loop right after | "
         + " | ".join(f"generation {g + 1}: µs (vs after a bare request; halves)" for g in range(len(generations)))
@@ -142,8 +177,7 @@ def summarize(generations: list[dict[str, list[float]]]) -> list[str]:
         "|---|" + "---:|" * len(generations),
         *rows,
         "",
-        f"After an obskit request the loop ran {statistics.median(gaps) * 100:+.2f}% "
-        f"[{min(gaps) * 100:+.2f}% to {max(gaps) * 100:+.2f}%] against after a bare request (median of generations).",
+        *headlines,
     ]
 
 

@@ -39,3 +39,17 @@ def test_halves_show_whether_a_difference_holds_across_the_turns() -> None:
     generation["nothing"] = [1050.0, 1000.0, 1050.0, 1000.0]  # even turns slow, odd turns not
     row = next(line for line in bench_aftereffect.summarize([generation]) if line.startswith("| nothing |"))
     assert "halves +5.00%, +0.00%" in row
+
+
+def test_the_stock_opentelemetry_request_gets_a_headline_of_its_own() -> None:
+    generations = []
+    for after_obskit, after_stock in ((1020.0, 1002.0), (1010.0, 1004.0), (1012.0, 1000.0)):
+        generation = _generation(after_obskit)
+        generation[bench_aftereffect.STOCK] = [after_stock] * 4
+        generations.append(generation)
+    lines = bench_aftereffect.summarize(generations)
+    assert lines[-2].startswith("After an obskit request the loop ran +1.20% [+1.00% to +2.00%]")
+    assert lines[-1] == (
+        "After a stock OpenTelemetry request the loop ran +0.20% [+0.00% to +0.40%] against after a bare request "
+        "(median of generations)."
+    )
