@@ -4,14 +4,15 @@
 
 Why (session 14): obskit's overhead per request grows with the request's other CPU time, by 3-4.5% of it on the
 benchmark VM (bench_routes.py --loop), and part of the growth is the app's own code running slower inside an
-instrumented request. This tool takes the request out of it. One child process holds a bare and an
+instrumented request. This tool asks the same question with no request in flight. One child process holds a bare and an
 obskit-instrumented app; in turns, in a shuffled order, it runs the loop once (a common state), then one case (one
 bare request, one obskit request, one stock OpenTelemetry request, pieces of obskit's work, or nothing), then
 times the loop again with the request thread's CPU clock. No request is in flight while the loop runs, so what
 differs is only what ran just before it. On the session-14 VM the loop ran 1-2% slower right after an obskit
-request than right after a bare one (after a stock OpenTelemetry request: 0-1%), and did not 40 ms later; see
-benchmarks/README.md, Recommendations 5, for what was ruled out. On other hardware, this is the quickest way to
-see whether the effect exists there at all.
+request than right after a bare one (after a stock OpenTelemetry request: 0-1%), and did not 40 ms later. That
+after-effect is not what makes the overhead grow inside a request: moving obskit's response-time span update to the
+span's end removed it and left the growth as it was (benchmarks/README.md, Recommendations 5). On other hardware,
+this is the quickest way to see whether either effect exists there at all.
 
 A generation is one fresh child; each case's figure is the median of its turns, with the medians of the odd and
 of the even turns beside it (if those halves disagree, the difference is noise).

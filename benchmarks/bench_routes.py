@@ -24,10 +24,10 @@ FastAPI also gets a control pair, ``@10+walk``: 10 routes, and the handler match
 filler routes itself before the first stage, as the router does with 1,000. The same work, with no routes. obskit
 does the same work per request at any route count (count_opcodes.py: 3,009 bytecodes at 10 and at 1,000), yet
 its overhead grows with the request's other CPU time, whatever that time is spent on (session 13: 3-4.5% of a
-pure-Python loop's time, --loop). The cause is not attributed. Session 14 found the same slowdown outside any
-request, as an after-effect of a traced request on whatever code runs in the next milliseconds, and ruled out
-cache eviction (bench_aftereffect.py; benchmarks/README.md, Recommendations 5). If obskit's overhead at 1,000
-routes is no more than at ``@10+walk``, what grows with the routes is that, not work that obskit does per route.
+pure-Python loop's time, --loop). The cause is not attributed; session 14 ruled out cache eviction, and found a
+related after-effect of a traced request (bench_aftereffect.py) whose removal left this growth as it was
+(benchmarks/README.md, Recommendations 5). If obskit's overhead at 1,000 routes is no more than at ``@10+walk``,
+what grows with the routes is that, not work that obskit does per route.
 The handler's own work is timed too, in both control apps: the column "of which the handler's own work" is how
 much slower the walk (or loop) itself ran inside the instrumented request (session 13: +0.6 to +7.8 µs for the
 walk, +27 to +62 µs for a 2.1-ms loop).
