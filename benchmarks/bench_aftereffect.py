@@ -74,7 +74,7 @@ def _cases(framework: str) -> dict[str, Callable[[], Any]]:
             app = app_flask.create_app(model, 0)
             driver = profile_obskit._flask_driver
         if kind == "stock":
-            _instrument_stock(framework, app)
+            profile_obskit._instrument_contrib(framework, app, "contrib_both")  # SDK tracer and meter, null exporter
         elif kind != "bare":
             obskit.instrument_app(app)
         drivers[kind] = driver(app)
@@ -101,29 +101,6 @@ def _cases(framework: str) -> dict[str, Callable[[], Any]]:
         "three obskit stages in a span": stages,
         "seven histogram records": records,
     }
-
-
-def _instrument_stock(framework: str, app: Any) -> None:
-    """Child: contrib's instrumentor on ``app`` with SDK providers of its own (spans batched to a null exporter)."""
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-
-    class Discard(SpanExporter):
-        def export(self, spans: Any) -> SpanExportResult:
-            return SpanExportResult.SUCCESS
-
-    tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(BatchSpanProcessor(Discard()))
-    providers = {"tracer_provider": tracer_provider, "meter_provider": MeterProvider()}
-    if framework == "fastapi":
-        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-
-        FastAPIInstrumentor.instrument_app(app, **providers)
-    else:
-        from opentelemetry.instrumentation.flask import FlaskInstrumentor
-
-        FlaskInstrumentor().instrument_app(app, **providers)
 
 
 def _child(args: argparse.Namespace) -> int:

@@ -58,6 +58,9 @@ APPS: Final = ("bare@10", "obskit@10", "bare@1000", "obskit@1000")
 # FastAPI only: 10 routes, and the handler itself matches the request against the 998 filler routes, as the
 # router does with 1,000, before the first stage. Same work at the same place in the request, no routes.
 WALK_APPS: Final = ("bare@10+walk", "obskit@10+walk")
+# --stock: stock OpenTelemetry (contrib's instrumentor, SDK tracer and meter, spans to a null exporter) at both
+# route counts in the same processes, for comparison; obskit's verdict does not use them.
+STOCK_APPS: Final = ("stock@10", "stock@1000")
 TARGET: Final = 1.10  # issue 8: overhead at 1,000 routes within 10% of the overhead at 10
 
 
@@ -92,7 +95,7 @@ def _walking(fillers: list[Any], stage: Any, loop: int, kind: str) -> Any:
     return work_then
 
 
-def _build(framework: str, loop: int) -> dict[str, Any]:
+def _build(framework: str, loop: int, stock: bool = False) -> dict[str, Any]:
     """Child: the apps, by name, as drivers ``run(n)``."""
     sys.path[:0] = [str(HERE), str(SRC)]
     import _benchapp as bench  # VARIANT=obskit_*: obskit.init(), apps instrumented below (auto-instrument off)
@@ -100,13 +103,15 @@ def _build(framework: str, loop: int) -> dict[str, Any]:
 
     import obskit
 
-    models = {"obskit": bench.decorated_model(), "bare": (bench.featurize, bench.infer, bench.to_labels)}
+    plain = (bench.featurize, bench.infer, bench.to_labels)
+    models = {"obskit": bench.decorated_model(), "bare": plain, "stock": plain}
+    apps = (*APPS, *(STOCK_APPS if stock else ()))
     drivers: dict[str, Any] = {}
     if framework == "fastapi":
         import app_fastapi
 
         fillers = app_fastapi.filler_routes(998)
-        for name in (*APPS, *WALK_APPS):
+        for name in (*apps, *WALK_APPS):
             kind, routes = name.split("@")
             model = models[kind]
             if routes.endswith("+walk"):
@@ -116,22 +121,26 @@ def _build(framework: str, loop: int) -> dict[str, Any]:
                 obskit.instrument_app(app)
             else:
                 app._telemetry.update(tracing=False, metrics=False, logs=False)
+                if kind == "stock":
+                    profile_obskit._instrument_contrib(framework, app, "contrib_both")
             drivers[name] = profile_obskit._fastapi_driver(app)
     else:
         import app_flask
 
-        for name in APPS:
+        for name in apps:
             kind, routes = name.split("@")
             app = app_flask.create_app(models[kind], int(routes) - 2)
             if kind == "obskit":
                 obskit.instrument_app(app)
+            elif kind == "stock":
+                profile_obskit._instrument_contrib(framework, app, "contrib_both")
             drivers[name] = profile_obskit._flask_driver(app)
     return drivers
 
 
 def _serve(args: argparse.Namespace) -> int:
     """Child: build, warm up, then serve one slice of every app per line of stdin, with one JSON report each."""
-    drivers = _build(args.framework, args.loop)
+    drivers = _build(args.framework, args.loop, args.stock)
     for run in drivers.values():
         run(args.warmup)
     rng = random.Random(args.seed)
@@ -174,7 +183,8 @@ def _generation(
     env["OBSKIT_AUTO_INSTRUMENT"] = "false"  # the bare apps stay bare; the obskit apps are instrumented by name
     env.pop("PYTHONHASHSEED", None)
     cmd = [str(Path(__file__)), "--serve", "--framework", framework, "--warmup", str(args.warmup), "--seed", str(seed)]
-    child = SliceChild("bench_routes child", [*cmd, "--loop", str(args.loop)], env, args.cpu)
+    cmd += ["--loop", str(args.loop), *(["--stock"] if args.stock else [])]
+    child = SliceChild("bench_routes child", cmd, env, args.cpu)
     samples: dict[str, list[float]] = {}
     try:
         for _ in range(args.slices):
@@ -187,9 +197,9 @@ def _generation(
     return samples
 
 
-def added(samples: dict[str, list[float]], app: str) -> float:
-    """A generation's added request-thread µs per request of obskit's ``app``: median of paired slices to bare's."""
-    pairs = zip(samples[f"obskit@{app}"], samples[f"bare@{app}"], strict=True)
+def added(samples: dict[str, list[float]], app: str, kind: str = "obskit") -> float:
+    """A generation's added request-thread µs per request of ``kind``'s ``app``: median of paired slices to bare's."""
+    pairs = zip(samples[f"{kind}@{app}"], samples[f"bare@{app}"], strict=True)
     return statistics.median(o - b for o, b in pairs)
 
 
@@ -201,6 +211,7 @@ def measure(framework: str, args: argparse.Namespace, ports: dict[str, int]) -> 
     overheads: dict[str, list[tuple[float, float]]] = {label: [] for label, _ in sources}
     ratios: dict[str, list[float]] = {label: [] for label, _ in sources}
     walk_ratios: list[float] = []
+    stock: list[str] = []
     for generation in range(args.generations * len(sources)):
         label, src = sources[generation % len(sources)]
         samples = _generation(framework, args, ports, args.seed + generation, src)
@@ -215,6 +226,9 @@ def measure(framework: str, args: argparse.Namespace, ports: dict[str, int]) -> 
                 walk_ratios.append(at1000 / walked)
             slower = statistics.median(o - b for o, b in zip(samples["work@obskit"], samples["work@bare"], strict=True))
             walk = f"{medians['bare@10+walk']:.1f} | {walked:+.1f} | {slower:+.1f} | {at1000 / walked:.2f}x"
+        if "stock@10" in samples:
+            stock10, stock1000 = added(samples, "10", "stock"), added(samples, "1000", "stock")
+            stock.append(f"| {generation + 1} | {stock10:+.1f} | {stock1000:+.1f} | {stock1000 / stock10:.2f}x |")
         rows.append(
             f"| {generation + 1}{f' {label}' if label else ''} | {medians['bare@10']:.1f} | {at10:+.1f} | "
             f"{medians['bare@1000']:.1f} | {at1000:+.1f} | **{at1000 / at10:.2f}x** | {walk} | "
@@ -253,6 +267,16 @@ def measure(framework: str, args: argparse.Namespace, ports: dict[str, int]) -> 
     ]
     if args.baseline_src is not None:
         lines += ["", *ab_table(framework, overheads, ratios)]
+    if stock:
+        lines += [
+            "",
+            f"Stock OpenTelemetry in the same processes, {framework} (--stock: contrib's instrumentor, SDK tracer and "
+            "meter, spans to a null exporter): added request-thread µs per request over bare",
+            "",
+            "| generation | added @10 | added @1,000 | 1,000/10 |",
+            "|---:|---:|---:|---:|",
+            *stock,
+        ]
     return lines
 
 
@@ -301,6 +325,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--loop", type=int, default=0, help="the control's handler runs a Python loop of this many iterations instead"
+    )
+    parser.add_argument(
+        "--stock", action="store_true", help="also serve stock OpenTelemetry at both route counts, for comparison"
     )
     from bench_paired import common_options, report
 

@@ -92,3 +92,13 @@ def test_ab_alternates_the_sources_and_compares_their_medians(monkeypatch: pytes
     # The verdict and the control are head's alone.
     verdict = "| fastapi | 1.20x [1.20x to 1.20x] | <= 1.10x | **not met** | 1.00x [1.00x to 1.00x] |"
     assert verdict in text.splitlines()
+
+
+def test_stock_opentelemetry_is_reported_apart_and_not_judged(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--stock: contrib's overhead at each route count, per generation; obskit's verdict is unchanged by it."""
+    generation = _samples(50, 52.5)
+    generation["stock@10"] = [380.0, 381.0, 379.0]  # +300 over bare
+    generation["stock@1000"] = [4300.0, 4400.0, 4350.0]  # +3,300 over bare
+    text = _measure(monkeypatch, [generation], "flask")
+    assert "| flask | 1.05x [1.05x to 1.05x] | <= 1.10x | met | - |" in text
+    assert text.splitlines()[-1] == "| 1 | +300.0 | +3300.0 | 11.00x |"
