@@ -94,7 +94,7 @@ if [ "$ONLY" = all ] || [ "$ONLY" = http ]; then
 fi
 if [ "$ONLY" = all ] || [ "$ONLY" = routes ]; then
     echo "== routes scaling: bare and obskit apps at 10 and 1,000 routes in one process (benchmarks/bench_routes.py)"
-    "$PY" "$HERE/bench_routes.py" --frameworks fastapi flask --stock --out "$OUT/routes.md" | tee "$OUT/routes.txt"
+    "$PY" "$HERE/bench_routes.py" --frameworks fastapi flask --stock 2 --out "$OUT/routes.md" | tee "$OUT/routes.txt"
     echo "== after-effect: the same Python loop right after a bare or an obskit request (benchmarks/bench_aftereffect.py)"
     "$PY" "$HERE/bench_aftereffect.py" --frameworks fastapi flask --out "$OUT/aftereffect.md" | tee "$OUT/aftereffect.txt"
 fi

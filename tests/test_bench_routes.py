@@ -37,22 +37,31 @@ def _measure(
     generations: list[dict[str, list[float]]],
     framework: str,
     baseline: Path | None = None,
+    stock: int = 0,
 ) -> str:
     queue = list(generations)
     served: list[Path] = []
 
-    def fake_generation(*args: Any) -> dict[str, list[float]]:
+    def fake_generation(*args: Any, stock_only: bool = False) -> dict[str, list[float]]:
         served.append(args[-1])
+        assert stock_only == ("stock@10" in queue[0])  # stock OpenTelemetry only in generations of its own
         return queue.pop(0)
 
     monkeypatch.setattr(bench_routes, "_generation", fake_generation)
-    count = len(generations) // (2 if baseline else 1)
+    count = (len(generations) - stock) // (2 if baseline else 1)
     args = argparse.Namespace(
-        generations=count, slices=3, requests=30, seed=1, loop=0, config="obskit_full", baseline_src=baseline
+        generations=count,
+        slices=3,
+        requests=30,
+        seed=1,
+        loop=0,
+        config="obskit_full",
+        baseline_src=baseline,
+        stock=stock,
     )
     text = "\n".join(bench_routes.measure(framework, args, {}))
     if baseline is not None:  # head and base alternate
-        assert served == [bench_routes.SRC, baseline.resolve()] * count
+        assert served[: 2 * count] == [bench_routes.SRC, baseline.resolve()] * count
     return text
 
 
@@ -95,10 +104,14 @@ def test_ab_alternates_the_sources_and_compares_their_medians(monkeypatch: pytes
 
 
 def test_stock_opentelemetry_is_reported_apart_and_not_judged(monkeypatch: pytest.MonkeyPatch) -> None:
-    """--stock: contrib's overhead at each route count, per generation; obskit's verdict is unchanged by it."""
-    generation = _samples(50, 52.5)
-    generation["stock@10"] = [380.0, 381.0, 379.0]  # +300 over bare
-    generation["stock@1000"] = [4300.0, 4400.0, 4350.0]  # +3,300 over bare
-    text = _measure(monkeypatch, [generation], "flask")
+    """--stock 1: one more generation, bare and stock apps only; obskit's verdict is unchanged by it."""
+    stock = {
+        "bare@10": [80.0, 81.0, 79.0],
+        "stock@10": [380.0, 381.0, 379.0],  # +300 over bare
+        "bare@1000": [1000.0, 1100.0, 1050.0],
+        "stock@1000": [4300.0, 4400.0, 4350.0],  # +3,300 over bare
+        "background": [30.0, 31.0, 29.0],
+    }
+    text = _measure(monkeypatch, [_samples(50, 52.5), stock], "flask", stock=1)
     assert "| flask | 1.05x [1.05x to 1.05x] | <= 1.10x | met | - |" in text
     assert text.splitlines()[-1] == "| 1 | +300.0 | +3300.0 | 11.00x |"
