@@ -9,7 +9,7 @@ obskit-instrumented app; in turns, in a shuffled order, it runs the loop once (a
 bare request, one obskit request, one stock OpenTelemetry request, pieces of obskit's work, or nothing), then
 times the loop again with the request thread's CPU clock. No request is in flight while the loop runs, so what
 differs is only what ran just before it. On the session-14 VM the loop ran 1-2% slower right after an obskit
-request than right after a bare one (after a stock OpenTelemetry request: 0-1%), and did not 40 ms later. That
+request than right after a bare one (after a stock OpenTelemetry request: 0-2%, by run), and did not 40 ms later. That
 after-effect is not what makes the overhead grow inside a request: moving obskit's response-time span update to the
 span's end removed it and left the growth as it was (benchmarks/README.md, Recommendations 5). On other hardware,
 this is the quickest way to see whether either effect exists there at all.
