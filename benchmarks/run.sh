@@ -3,7 +3,7 @@
 # every variant under wrk, the per-call micro-benchmarks, the routes-scaling run (with the after-effect) and the
 # profiles.
 #
-#   bash benchmarks/run.sh                       # everything, ~30 minutes on 2 cores
+#   bash benchmarks/run.sh                       # everything, ~33 minutes on 2 cores
 #   ROUNDS=9 DURATION=10 bash benchmarks/run.sh  # longer, steadier
 #   ONLY=http|micro|routes|profile bash benchmarks/run.sh
 #
