@@ -39,45 +39,18 @@ OBSKIT: Final = "an obskit request"
 STOCK: Final = "a stock OpenTelemetry request (contrib + SDK, plain model)"
 
 
-def _spin(loop: int) -> Callable[[], None]:
-    def spin() -> None:
-        total = 0
-        for i in range(loop):
-            total += i * i
-
-    return spin
-
-
 def _cases(framework: str) -> dict[str, Callable[[], Any]]:
     """Child: the work each case does before the timed loop (apps warmed up)."""
     sys.path[:0] = [str(HERE), str(SRC)]
     import _benchapp as bench  # VARIANT=obskit_*: obskit.init(); apps instrumented below (auto-instrument off)
-    import profile_obskit
+    from bench_routes import app_driver
     from opentelemetry import metrics, trace
-
-    import obskit
 
     plain = (bench.featurize, bench.infer, bench.to_labels)
     models = {"bare": plain, "obskit": bench.decorated_model(), "middleware": plain, "stock": plain}
     drivers: dict[str, Any] = {}
     for kind, model in models.items():
-        if framework == "fastapi":
-            import app_fastapi
-
-            app: Any = app_fastapi.create_app(model, [])
-            if kind in ("bare", "stock"):  # FastAPI's own telemetry would trace through obskit's global providers
-                app._telemetry.update(tracing=False, metrics=False, logs=False)
-            driver = profile_obskit._fastapi_driver
-        else:
-            import app_flask
-
-            app = app_flask.create_app(model, 0)
-            driver = profile_obskit._flask_driver
-        if kind == "stock":
-            profile_obskit._instrument_contrib(framework, app, "contrib_both")  # SDK tracer and meter, null exporter
-        elif kind != "bare":
-            obskit.instrument_app(app)
-        drivers[kind] = driver(app)
+        drivers[kind] = app_driver(framework, "obskit" if kind == "middleware" else kind, model, 2)
         drivers[kind](300)
     featurize, infer, to_labels = models["obskit"]
     tracer = trace.get_tracer("bench_aftereffect")
@@ -104,8 +77,10 @@ def _cases(framework: str) -> dict[str, Callable[[], Any]]:
 
 
 def _child(args: argparse.Namespace) -> int:
+    from bench_routes import spinner
+
     cases = _cases(args.framework)
-    spin = _spin(args.loop)
+    spin = spinner(args.loop)
     clock = time.thread_time_ns
     samples: dict[str, list[float]] = {name: [] for name in cases}
     names = list(cases)
@@ -127,11 +102,12 @@ def _child(args: argparse.Namespace) -> int:
 
 def summarize(generations: list[dict[str, list[float]]]) -> list[str]:
     """Per case and generation: the loop's median µs after it, and its difference to after a bare request."""
+    references = [statistics.median(samples[REFERENCE]) for samples in generations]
     rows = []
     for name in generations[0]:
         cells = []
-        for samples in generations:
-            values, reference = samples[name], statistics.median(samples[REFERENCE])
+        for samples, reference in zip(generations, references, strict=True):
+            values = samples[name]
             median = statistics.median(values)
             halves = [statistics.median(values[0::2]), statistics.median(values[1::2])]
             cells.append(
@@ -143,7 +119,7 @@ def summarize(generations: list[dict[str, list[float]]]) -> list[str]:
     headlines = []
     for case, label in ((OBSKIT, "an obskit request"), (STOCK, "a stock OpenTelemetry request")):
         if case in generations[0]:
-            gaps = [statistics.median(s[case]) / statistics.median(s[REFERENCE]) - 1 for s in generations]
+            gaps = [statistics.median(s[case]) / r - 1 for s, r in zip(generations, references, strict=True)]
             headlines.append(
                 f"After {label} the loop ran {statistics.median(gaps) * 100:+.2f}% [{min(gaps) * 100:+.2f}% to "
                 f"{max(gaps) * 100:+.2f}%] against after a bare request (median of generations)."
@@ -160,16 +136,14 @@ def summarize(generations: list[dict[str, list[float]]]) -> list[str]:
 
 
 def measure(framework: str, args: argparse.Namespace, ports: dict[str, int]) -> list[str]:
-    from profile_obskit import config_env
+    from bench_paired import pinned
+    from bench_routes import child_env
 
-    env = config_env(args.config, ports, SRC)
-    env["OBSKIT_AUTO_INSTRUMENT"] = "false"  # the bare app stays bare
-    env.pop("PYTHONHASHSEED", None)
+    env = child_env(args.config, ports, SRC)
     generations = []
     for generation in range(args.generations):
         options = {"framework": framework, "loop": args.loop, "turns": args.turns, "seed": args.seed + generation}
-        taskset = ["taskset", "-c", args.cpu] if args.cpu else []
-        cmd = [*taskset, sys.executable, str(Path(__file__)), "--child", *(f"--{k}={v}" for k, v in options.items())]
+        cmd = pinned([str(Path(__file__)), "--child", *(f"--{k}={v}" for k, v in options.items())], args.cpu)
         done = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, check=True, timeout=1800)
         generations.append(json.loads(done.stdout.splitlines()[-1]))
     return [

@@ -68,14 +68,20 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def pinned(cmd: list[str], cpu: str) -> list[str]:
+    """``cmd`` (a script and its arguments) run by this Python, pinned to ``cpu`` with taskset when given."""
+    return [*(["taskset", "-c", cpu] if cpu else []), sys.executable, *cmd]
+
+
 class SliceChild:
     """A long-lived child process that prints "ready", then answers each line ``n`` of its stdin with one JSON
     report (a slice of ``n`` requests), and stops at a line ``0``. Pinned to ``cpu`` when given."""
 
     def __init__(self, name: str, cmd: list[str], env: dict[str, str], cpu: str) -> None:
         self.name = name
-        cmd = [*(["taskset", "-c", cpu] if cpu else []), sys.executable, *cmd]
-        self.proc = subprocess.Popen(cmd, env=env, cwd=HERE, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            pinned(cmd, cpu), env=env, cwd=HERE, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
         self._expect_ready()
 
     def _expect_ready(self) -> None:

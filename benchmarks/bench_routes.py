@@ -49,6 +49,7 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -69,6 +70,17 @@ TARGET: Final = 1.10  # issue 8: overhead at 1,000 routes within 10% of the over
 _WORK: dict[str, float] = {}
 
 
+def spinner(loop: int) -> Callable[[], None]:
+    """A pure-Python loop of ``loop`` iterations (integer arithmetic only), as a function of no arguments."""
+
+    def spin() -> None:
+        total = 0
+        for i in range(loop):
+            total += i * i
+
+    return spin
+
+
 def _walking(fillers: list[Any], stage: Any, loop: int, kind: str) -> Any:
     """``stage`` preceded by the router's walk over ``fillers`` (none of which matches a POST to /predict), or by
     a pure-Python loop of ``loop`` iterations instead when ``loop`` is not 0 (``--loop``); the work is timed."""
@@ -79,12 +91,7 @@ def _walking(fillers: list[Any], stage: Any, loop: int, kind: str) -> Any:
         for route in fillers:
             route.matches(scope)
 
-    def spin() -> None:
-        total = 0
-        for i in range(loop):
-            total += i * i
-
-    work = spin if loop else walk
+    work = spinner(loop) if loop else walk
 
     def work_then(*args: Any) -> Any:
         t0 = clock()
@@ -95,46 +102,55 @@ def _walking(fillers: list[Any], stage: Any, loop: int, kind: str) -> Any:
     return work_then
 
 
-def _build(framework: str, loop: int, stock_only: bool = False) -> dict[str, Any]:
-    """Child: the apps, by name, as drivers ``run(n)``."""
-    sys.path[:0] = [str(HERE), str(SRC)]
-    import _benchapp as bench  # VARIANT=obskit_*: obskit.init(), apps instrumented below (auto-instrument off)
+def app_driver(framework: str, instrumentation: str, model: Any, routes: int, fillers: Sequence[Any] = ()) -> Any:
+    """Child: a driver ``run(n)`` of the benchmark app over ``model`` with ``routes`` routes (FastAPI's fillers
+    taken from ``fillers``), instrumented by "obskit", "stock" (contrib's instrumentor on SDK providers) or not at
+    all ("bare"). Needs ``_benchapp`` imported first (obskit.init() with auto-instrument off)."""
     import profile_obskit
 
     import obskit
 
+    if framework == "fastapi":
+        import app_fastapi
+
+        app: Any = app_fastapi.create_app(model, fillers[: routes - 2])
+        if instrumentation != "obskit":  # FastAPI's own telemetry would trace through obskit's global providers
+            app._telemetry.update(tracing=False, metrics=False, logs=False)
+        driver = profile_obskit._fastapi_driver
+    else:
+        import app_flask
+
+        app = app_flask.create_app(model, routes - 2)
+        driver = profile_obskit._flask_driver
+    if instrumentation == "obskit":
+        obskit.instrument_app(app)
+    elif instrumentation == "stock":
+        profile_obskit._instrument_contrib(framework, app, "contrib_both")  # SDK tracer and meter, null exporter
+    return driver(app)
+
+
+def _build(framework: str, loop: int, stock_only: bool = False) -> dict[str, Any]:
+    """Child: the apps, by name, as drivers ``run(n)``."""
+    sys.path[:0] = [str(HERE), str(SRC)]
+    import _benchapp as bench  # VARIANT=obskit_*: obskit.init(), apps instrumented below (auto-instrument off)
+
     plain = (bench.featurize, bench.infer, bench.to_labels)
     models = {"obskit": bench.decorated_model(), "bare": plain, "stock": plain}
     apps, walk_apps = (STOCK_APPS, ()) if stock_only else (APPS, WALK_APPS)
-    drivers: dict[str, Any] = {}
+    fillers: list[Any] = []
     if framework == "fastapi":
         import app_fastapi
 
         fillers = app_fastapi.filler_routes(998)
-        for name in (*apps, *walk_apps):
-            kind, routes = name.split("@")
-            model = models[kind]
-            if routes.endswith("+walk"):
-                model, routes = (_walking(fillers, model[0], loop, kind), *model[1:]), routes.removesuffix("+walk")
-            app = app_fastapi.create_app(model, fillers[: int(routes) - 2])
-            if kind == "obskit":
-                obskit.instrument_app(app)
-            else:
-                app._telemetry.update(tracing=False, metrics=False, logs=False)
-                if kind == "stock":
-                    profile_obskit._instrument_contrib(framework, app, "contrib_both")
-            drivers[name] = profile_obskit._fastapi_driver(app)
     else:
-        import app_flask
-
-        for name in apps:
-            kind, routes = name.split("@")
-            app = app_flask.create_app(models[kind], int(routes) - 2)
-            if kind == "obskit":
-                obskit.instrument_app(app)
-            elif kind == "stock":
-                profile_obskit._instrument_contrib(framework, app, "contrib_both")
-            drivers[name] = profile_obskit._flask_driver(app)
+        walk_apps = ()  # werkzeug does not walk its rules: no control
+    drivers: dict[str, Any] = {}
+    for name in (*apps, *walk_apps):
+        kind, routes = name.split("@")
+        model = models[kind]
+        if routes.endswith("+walk"):
+            model, routes = (_walking(fillers, model[0], loop, kind), *model[1:]), routes.removesuffix("+walk")
+        drivers[name] = app_driver(framework, kind, model, int(routes), fillers)
     return drivers
 
 
@@ -171,17 +187,24 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def child_env(config: str, ports: dict[str, int], src: Path) -> dict[str, str]:
+    """The environment of a child holding bare and instrumented apps side by side, with obskit from ``src``."""
+    from profile_obskit import config_env
+
+    env = config_env(config, ports, src)
+    env["OBSKIT_AUTO_INSTRUMENT"] = "false"  # the bare apps stay bare; the others are instrumented by name
+    env.pop("PYTHONHASHSEED", None)  # a fresh hash seed per child
+    return env
+
+
 def _generation(
     framework: str, args: argparse.Namespace, ports: dict[str, int], seed: int, src: Path, stock_only: bool = False
 ) -> dict[str, list[float]]:
     """One fresh child with obskit from ``src``: per-slice request-thread µs per request of every app, and the
     background's."""
     from bench_paired import SliceChild
-    from profile_obskit import config_env
 
-    env = config_env(args.config, ports, src)
-    env["OBSKIT_AUTO_INSTRUMENT"] = "false"  # the bare apps stay bare; the obskit apps are instrumented by name
-    env.pop("PYTHONHASHSEED", None)
+    env = child_env(args.config, ports, src)
     cmd = [str(Path(__file__)), "--serve", "--framework", framework, "--warmup", str(args.warmup), "--seed", str(seed)]
     cmd += ["--loop", str(args.loop), *(["--stock-only"] if stock_only else [])]
     child = SliceChild("bench_routes child", cmd, env, args.cpu)
