@@ -32,6 +32,13 @@ The handler's own work is timed too, in both control apps: the column "of which 
 much slower the walk (or loop) itself ran inside the instrumented request (session 13: +0.6 to +7.8 µs for the
 walk, +27 to +62 µs for a 2.1-ms loop).
 
+The work table (``--work N``, 20 by default; session 15) counts, in one more fresh child per kind, the bytecodes
+each app executes per request on the request thread (count_opcodes.py's tracer over N requests after the
+warm-up): what obskit, and with ``--stock`` stock OpenTelemetry, add over the bare app at each route count. It is
+the per-route work itself, apart from how fast this machine runs it; it repeats to a few bytecodes (the export
+queue's wake-up, once per 512 spans, falls into the counted window or not). ``tests/test_bench_routes.py`` runs it
+for FastAPI and fails if obskit's work differs by more than 1% between 10 and 1,000 routes.
+
 A generation is one fresh child (a fresh hash seed and layout). Its overhead at a route count is the median of
 the per-slice differences; the verdict is on the median of the generations' ratios, with their range.
 
@@ -47,6 +54,7 @@ import json
 import os
 import random
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -159,6 +167,8 @@ def _serve(args: argparse.Namespace) -> int:
     drivers = _build(args.framework, args.loop, args.stock_only)
     for run in drivers.values():
         run(args.warmup)
+    if args.count:
+        return _count(drivers, args.count)
     rng = random.Random(args.seed)
     print("ready", flush=True)
     for line in sys.stdin:
@@ -187,6 +197,19 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _count(drivers: dict[str, Any], requests: int) -> int:
+    """Child (--count): one JSON report of the bytecodes each app executes per request, all code on the request
+    thread (the framework's, the app's, obskit's, OpenTelemetry's), counted over ``requests`` requests."""
+    from count_opcodes import count
+
+    import obskit
+
+    report = {name: sum(count(run, requests, None)[0].values()) / requests for name, run in drivers.items()}
+    print(json.dumps(report), flush=True)
+    obskit.shutdown(timeout=5)
+    return 0
+
+
 def child_env(config: str, ports: dict[str, int], src: Path) -> dict[str, str]:
     """The environment of a child holding bare and instrumented apps side by side, with obskit from ``src``."""
     from profile_obskit import config_env
@@ -197,6 +220,11 @@ def child_env(config: str, ports: dict[str, int], src: Path) -> dict[str, str]:
     return env
 
 
+def _child_cmd(framework: str, args: argparse.Namespace, seed: int, stock_only: bool) -> list[str]:
+    cmd = [str(Path(__file__)), "--serve", "--framework", framework, "--warmup", str(args.warmup), "--seed", str(seed)]
+    return [*cmd, "--loop", str(args.loop), *(["--stock-only"] if stock_only else [])]
+
+
 def _generation(
     framework: str, args: argparse.Namespace, ports: dict[str, int], seed: int, src: Path, stock_only: bool = False
 ) -> dict[str, list[float]]:
@@ -205,9 +233,7 @@ def _generation(
     from bench_paired import SliceChild
 
     env = child_env(args.config, ports, src)
-    cmd = [str(Path(__file__)), "--serve", "--framework", framework, "--warmup", str(args.warmup), "--seed", str(seed)]
-    cmd += ["--loop", str(args.loop), *(["--stock-only"] if stock_only else [])]
-    child = SliceChild("bench_routes child", cmd, env, args.cpu)
+    child = SliceChild("bench_routes child", _child_cmd(framework, args, seed, stock_only), env, args.cpu)
     samples: dict[str, list[float]] = {}
     try:
         for _ in range(args.slices):
@@ -288,7 +314,50 @@ def measure(framework: str, args: argparse.Namespace, ports: dict[str, int]) -> 
         lines += ["", *ab_table(framework, overheads, ratios)]
     if args.stock:
         lines += ["", *stock_table(framework, args, ports)]
+    if args.work:
+        lines += ["", *work_table(framework, args, ports)]
     return lines
+
+
+def _work(framework: str, args: argparse.Namespace, ports: dict[str, int], stock_only: bool) -> dict[str, float]:
+    """One fresh child (--count): bytecodes per request of every app, exact."""
+    from bench_paired import pinned
+
+    cmd = [*_child_cmd(framework, args, args.seed, stock_only), "--count", str(args.work)]
+    env = child_env(args.config, ports, SRC)
+    done = subprocess.run(pinned(cmd, args.cpu), env=env, cwd=HERE, stdout=subprocess.PIPE, text=True, timeout=900)
+    if done.returncode != 0:
+        raise RuntimeError(f"bench_routes counting child failed (code {done.returncode})")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def work_table(framework: str, args: argparse.Namespace, ports: dict[str, int]) -> list[str]:
+    """--work N: the bytecodes each instrumentation adds per request over bare at 10 and 1,000 routes (and, for
+    FastAPI, at 10 routes with the walk in the handler): the work it does, which neither the machine's noise nor
+    how fast the request's other code runs can move."""
+    counts = [("obskit", _work(framework, args, ports, stock_only=False))]
+    if args.stock:
+        counts.append(("stock", _work(framework, args, ports, stock_only=True)))
+    rows = []
+    for kind, bytecodes in counts:
+        at10, at1000 = (bytecodes[f"{kind}@{app}"] - bytecodes[f"bare@{app}"] for app in ("10", "1000"))
+        walk = bytecodes.get(f"{kind}@10+walk")
+        walked = "-" if walk is None else f"{walk - bytecodes['bare@10+walk']:+,.0f}"
+        label = f"obskit ({args.config})" if kind == "obskit" else "stock OpenTelemetry"
+        rows.append(
+            f"| {label} | {bytecodes['bare@10']:,.0f} | {at10:+,.0f} | {bytecodes['bare@1000']:,.0f} | "
+            f"{at1000:+,.0f} | **{at1000 / at10:.2f}x** | {walked} |"
+        )
+    return [
+        f"Work per request, {framework}: bytecodes executed on the request thread (framework, app and "
+        f"instrumentation; count_opcodes.py's tracer over {args.work} requests per app, after the warm-up), and "
+        "what each instrumentation adds over the bare app with the same routes. Exact and repeatable: this is "
+        "the per-route work, apart from how fast the machine runs it",
+        "",
+        "| instrumentation | bare @10 | added @10 | bare @1,000 | added @1,000 | 1,000/10 | added @10+walk |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        *rows,
+    ]
 
 
 def stock_table(framework: str, args: argparse.Namespace, ports: dict[str, int]) -> list[str]:
@@ -358,7 +427,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--stock", type=int, default=0, help="generations of stock OpenTelemetry at both route counts, for comparison"
     )
+    parser.add_argument(
+        "--work", type=int, default=20, help="requests per app whose bytecodes are counted (0: no work table)"
+    )
     parser.add_argument("--stock-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
     from bench_paired import common_options, report
 
     common_options(parser)

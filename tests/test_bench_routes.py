@@ -58,6 +58,7 @@ def _measure(
         config="obskit_full",
         baseline_src=baseline,
         stock=stock,
+        work=0,
     )
     text = "\n".join(bench_routes.measure(framework, args, {}))
     if baseline is not None:  # head and base alternate
@@ -115,3 +116,45 @@ def test_stock_opentelemetry_is_reported_apart_and_not_judged(monkeypatch: pytes
     text = _measure(monkeypatch, [_samples(50, 52.5), stock], "flask", stock=1)
     assert "| flask | 1.05x [1.05x to 1.05x] | <= 1.10x | met | - |" in text
     assert text.splitlines()[-1] == "| 1 | +300.0 | +3300.0 | 11.00x |"
+
+
+def test_work_is_what_each_instrumentation_adds_over_bare_by_route_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--work: bytecodes per request from a counting child per kind; stock OpenTelemetry's only with --stock."""
+    obskit = {"bare@10": 5000.0, "obskit@10": 8000.0, "bare@1000": 100000.0, "obskit@1000": 103000.0}
+    obskit |= {"bare@10+walk": 90000.0, "obskit@10+walk": 93030.0}
+    stock = {"bare@10": 5000.0, "stock@10": 19000.0, "bare@1000": 100000.0, "stock@1000": 296000.0}
+    asked: list[bool] = []
+
+    def fake_work(
+        framework: str, args: argparse.Namespace, ports: dict[str, int], stock_only: bool
+    ) -> dict[str, float]:
+        asked.append(stock_only)
+        return stock if stock_only else obskit
+
+    monkeypatch.setattr(bench_routes, "_work", fake_work)
+    args = argparse.Namespace(config="obskit_full", stock=0, work=20)
+    rows = bench_routes.work_table("fastapi", args, {})
+    assert asked == [False]
+    assert rows[-1] == "| obskit (obskit_full) | 5,000 | +3,000 | 100,000 | +3,000 | **1.00x** | +3,030 |"
+    args.stock = 2
+    rows = bench_routes.work_table("fastapi", args, {})
+    assert asked == [False, False, True]
+    assert rows[-1] == "| stock OpenTelemetry | 5,000 | +14,000 | 100,000 | +196,000 | **14.00x** | - |"
+
+
+def test_obskit_does_the_same_work_at_10_and_1000_routes(tmp_path: Path) -> None:
+    """A real counting child (the benchmark's FastAPI apps, obskit exporting to a real receiver): obskit adds the
+    same bytecodes per request whatever the number of routes the router walks."""
+    import bench_http
+
+    with bench_http.receiver(None, tmp_path) as (_rx, ports):
+        args = argparse.Namespace(config="obskit_full", stock=0, work=20, warmup=300, seed=1, loop=0, cpu="")
+        counts = bench_routes._work("fastapi", args, ports, stock_only=False)
+    assert counts["bare@1000"] > 10 * counts["bare@10"]  # the router really walks the 998 filler routes
+    at10 = counts["obskit@10"] - counts["bare@10"]
+    at1000 = counts["obskit@1000"] - counts["bare@1000"]
+    walked = counts["obskit@10+walk"] - counts["bare@10+walk"]
+    assert at10 > 1000  # obskit did trace and meter the requests
+    # Within 1%: the export queue's wake-up (once per 512 spans) falls into a counted window or not.
+    assert abs(at1000 - at10) <= 0.01 * at10
+    assert abs(walked - at10) <= 0.01 * at10
