@@ -68,8 +68,10 @@ APPS: Final = ("bare@10", "obskit@10", "bare@1000", "obskit@1000")
 # router does with 1,000, before the first stage. Same work at the same place in the request, no routes.
 WALK_APPS: Final = ("bare@10+walk", "obskit@10+walk")
 # --stock N: N more generations of bare and stock OpenTelemetry (contrib's instrumentor, SDK tracer and meter, spans
-# to a null exporter) at both route counts, for comparison. Processes of their own: obskit's are measured as ever.
+# to a null exporter) at both route counts, and on FastAPI with the control's walk (or --loop) in the handler, for
+# comparison. Processes of their own: obskit's are measured as ever.
 STOCK_APPS: Final = ("bare@10", "stock@10", "bare@1000", "stock@1000")
+STOCK_WALK_APPS: Final = ("bare@10+walk", "stock@10+walk")  # FastAPI: stock OpenTelemetry's control pair
 TARGET: Final = 1.10  # issue 8: overhead at 1,000 routes within 10% of the overhead at 10
 
 
@@ -144,7 +146,7 @@ def _build(framework: str, loop: int, stock_only: bool = False) -> dict[str, Any
 
     plain = (bench.featurize, bench.infer, bench.to_labels)
     models = {"obskit": bench.decorated_model(), "bare": plain, "stock": plain}
-    apps, walk_apps = (STOCK_APPS, ()) if stock_only else (APPS, WALK_APPS)
+    apps, walk_apps = (STOCK_APPS, STOCK_WALK_APPS) if stock_only else (APPS, WALK_APPS)
     fillers: list[Any] = []
     if framework == "fastapi":
         import app_fastapi
@@ -187,7 +189,7 @@ def _serve(args: argparse.Namespace) -> int:
             threads += spent
         # The rest of the process's CPU over the slice: background threads (export, metric reader).
         report["background"] = (time.process_time() - process0 - threads) / n * 1e6
-        for kind in ("bare", "obskit"):
+        for kind in ("bare", "obskit", "stock"):
             if kind in _WORK:
                 report[f"work@{kind}"] = _WORK.pop(kind) / n * 1e6
         print(json.dumps(report), flush=True)
@@ -361,19 +363,24 @@ def work_table(framework: str, args: argparse.Namespace, ports: dict[str, int]) 
 
 
 def stock_table(framework: str, args: argparse.Namespace, ports: dict[str, int]) -> list[str]:
-    """--stock: stock OpenTelemetry's added µs at 10 and 1,000 routes, in generations of its own."""
+    """--stock: stock OpenTelemetry's added µs at 10 and 1,000 routes (and with the control's walk or loop in the
+    handler, for FastAPI), in generations of its own."""
     rows = []
     for generation in range(args.stock):
         samples = _generation(framework, args, ports, args.seed + 1000 + generation, SRC, stock_only=True)
         at10, at1000 = added(samples, "10", "stock"), added(samples, "1000", "stock")
-        rows.append(f"| {generation + 1} | {at10:+.1f} | {at1000:+.1f} | {at1000 / at10:.2f}x |")
+        walk = "- | -"
+        if "stock@10+walk" in samples:
+            slower = statistics.median(s - b for s, b in zip(samples["work@stock"], samples["work@bare"], strict=True))
+            walk = f"{added(samples, '10+walk', 'stock'):+.1f} | {slower:+.1f}"
+        rows.append(f"| {generation + 1} | {at10:+.1f} | {at1000:+.1f} | {at1000 / at10:.2f}x | {walk} |")
     return [
         f"For comparison, stock OpenTelemetry, {framework} (--stock: contrib's instrumentor, SDK tracer and meter, "
         "spans to a null exporter; bare and stock apps in processes of their own): added request-thread µs per "
         "request over bare",
         "",
-        "| generation | added @10 | added @1,000 | 1,000/10 |",
-        "|---:|---:|---:|---:|",
+        "| generation | added @10 | added @1,000 | 1,000/10 | added @10+walk | of which the handler's own work |",
+        "|---:|---:|---:|---:|---:|---:|",
         *rows,
     ]
 

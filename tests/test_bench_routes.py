@@ -115,7 +115,25 @@ def test_stock_opentelemetry_is_reported_apart_and_not_judged(monkeypatch: pytes
     }
     text = _measure(monkeypatch, [_samples(50, 52.5), stock], "flask", stock=1)
     assert "| flask | 1.05x [1.05x to 1.05x] | <= 1.10x | met | - |" in text
-    assert text.splitlines()[-1] == "| 1 | +300.0 | +3300.0 | 11.00x |"
+    assert text.splitlines()[-1] == "| 1 | +300.0 | +3300.0 | 11.00x | - | - |"
+
+
+def test_stock_opentelemetry_gets_the_control_pair_on_fastapi(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On FastAPI the stock generations hold the control pair too: stock's overhead with the walk (or loop) in the
+    handler, and how much slower the handler's own work ran inside the stock request."""
+    stock = {
+        "bare@10": [80.0, 81.0, 79.0],
+        "stock@10": [380.0, 381.0, 379.0],
+        "bare@1000": [1000.0, 1100.0, 1050.0],
+        "stock@1000": [4300.0, 4400.0, 4350.0],
+        "bare@10+walk": [900.0, 910.0, 905.0],
+        "stock@10+walk": [1250.0, 1260.0, 1255.0],  # +350 over bare
+        "work@bare": [800.0, 810.0, 805.0],
+        "work@stock": [820.0, 830.0, 900.0],  # +20 (the median of the paired turns)
+        "background": [30.0, 31.0, 29.0],
+    }
+    text = _measure(monkeypatch, [_samples(50, 52.5, walk=50), stock], "fastapi", stock=1)
+    assert text.splitlines()[-1] == "| 1 | +300.0 | +3300.0 | 11.00x | +350.0 | +20.0 |"
 
 
 def test_work_is_what_each_instrumentation_adds_over_bare_by_route_count(monkeypatch: pytest.MonkeyPatch) -> None:
