@@ -30,7 +30,8 @@ related after-effect of a traced request (bench_aftereffect.py) whose removal le
 what grows with the routes is that, not work that obskit does per route.
 The handler's own work is timed too, in both control apps: the column "of which the handler's own work" is how
 much slower the walk (or loop) itself ran inside the instrumented request (session 13: +0.6 to +7.8 µs for the
-walk, +27 to +62 µs for a 2.1-ms loop).
+walk, +27 to +62 µs for a 2.1-ms loop). ``--loop-kind sha256`` makes the loop C code (SHA-256 digests, compute-bound,
+as a model's inference in a native library is) instead of Python (session 15).
 
 The work table (``--work N``, 20 by default; session 15) counts, in one more fresh child per kind, the bytecodes
 each app executes per request on the request thread (count_opcodes.py's tracer over N requests after the
@@ -50,6 +51,7 @@ no providers and it stays idle the same way).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -72,6 +74,7 @@ WALK_APPS: Final = ("bare@10+walk", "obskit@10+walk")
 # comparison. Processes of their own: obskit's are measured as ever.
 STOCK_APPS: Final = ("bare@10", "stock@10", "bare@1000", "stock@1000")
 STOCK_WALK_APPS: Final = ("bare@10+walk", "stock@10+walk")  # FastAPI: stock OpenTelemetry's control pair
+LOOP_KINDS: Final = {"python": "a {:,}-iteration Python loop", "sha256": "{:,} SHA-256 digests of 64 KB (C code)"}
 TARGET: Final = 1.10  # issue 8: overhead at 1,000 routes within 10% of the overhead at 10
 
 
@@ -80,8 +83,22 @@ TARGET: Final = 1.10  # issue 8: overhead at 1,000 routes within 10% of the over
 _WORK: dict[str, float] = {}
 
 
-def spinner(loop: int) -> Callable[[], None]:
-    """A pure-Python loop of ``loop`` iterations (integer arithmetic only), as a function of no arguments."""
+# --loop-kind sha256: each iteration a SHA-256 digest of this much data (64 KB: it stays in L2), compute-bound C
+# code, as a model's inference in a native library is; ~38 µs an iteration on the benchmark machine.
+SHA_BLOCK: Final = bytes(range(256)) * 256
+
+
+def spinner(loop: int, kind: str = "python") -> Callable[[], None]:
+    """A loop of ``loop`` iterations as a function of no arguments: pure Python (integer arithmetic only), or with
+    ``kind`` "sha256" one SHA-256 digest of ``SHA_BLOCK`` per iteration (C code)."""
+    if kind == "sha256":
+        sha256 = hashlib.sha256
+
+        def digests() -> None:
+            for _ in range(loop):
+                sha256(SHA_BLOCK).digest()
+
+        return digests
 
     def spin() -> None:
         total = 0
@@ -91,7 +108,7 @@ def spinner(loop: int) -> Callable[[], None]:
     return spin
 
 
-def _walking(fillers: list[Any], stage: Any, loop: int, kind: str) -> Any:
+def _walking(fillers: list[Any], stage: Any, loop: int, kind: str, loop_kind: str = "python") -> Any:
     """``stage`` preceded by the router's walk over ``fillers`` (none of which matches a POST to /predict), or by
     a pure-Python loop of ``loop`` iterations instead when ``loop`` is not 0 (``--loop``); the work is timed."""
     scope = {"type": "http", "path": "/predict", "root_path": "", "method": "POST"}
@@ -101,7 +118,7 @@ def _walking(fillers: list[Any], stage: Any, loop: int, kind: str) -> Any:
         for route in fillers:
             route.matches(scope)
 
-    work = spinner(loop) if loop else walk
+    work = spinner(loop, loop_kind) if loop else walk
 
     def work_then(*args: Any) -> Any:
         t0 = clock()
@@ -139,7 +156,7 @@ def app_driver(framework: str, instrumentation: str, model: Any, routes: int, fi
     return driver(app)
 
 
-def _build(framework: str, loop: int, stock_only: bool = False) -> dict[str, Any]:
+def _build(framework: str, loop: int, stock_only: bool = False, loop_kind: str = "python") -> dict[str, Any]:
     """Child: the apps, by name, as drivers ``run(n)``."""
     sys.path[:0] = [str(HERE), str(SRC)]
     import _benchapp as bench  # VARIANT=obskit_*: obskit.init(), apps instrumented below (auto-instrument off)
@@ -159,14 +176,15 @@ def _build(framework: str, loop: int, stock_only: bool = False) -> dict[str, Any
         kind, routes = name.split("@")
         model = models[kind]
         if routes.endswith("+walk"):
-            model, routes = (_walking(fillers, model[0], loop, kind), *model[1:]), routes.removesuffix("+walk")
+            routes = routes.removesuffix("+walk")
+            model = (_walking(fillers, model[0], loop, kind, loop_kind), *model[1:])
         drivers[name] = app_driver(framework, kind, model, int(routes), fillers)
     return drivers
 
 
 def _serve(args: argparse.Namespace) -> int:
     """Child: build, warm up, then serve one slice of every app per line of stdin, with one JSON report each."""
-    drivers = _build(args.framework, args.loop, args.stock_only)
+    drivers = _build(args.framework, args.loop, args.stock_only, args.loop_kind)
     for run in drivers.values():
         run(args.warmup)
     if args.count:
@@ -224,7 +242,8 @@ def child_env(config: str, ports: dict[str, int], src: Path) -> dict[str, str]:
 
 def _child_cmd(framework: str, args: argparse.Namespace, seed: int, stock_only: bool) -> list[str]:
     cmd = [str(Path(__file__)), "--serve", "--framework", framework, "--warmup", str(args.warmup), "--seed", str(seed)]
-    return [*cmd, "--loop", str(args.loop), *(["--stock-only"] if stock_only else [])]
+    cmd += ["--loop", str(args.loop), "--loop-kind", args.loop_kind]
+    return [*cmd, *(["--stock-only"] if stock_only else [])]
 
 
 def _generation(
@@ -296,7 +315,7 @@ def measure(framework: str, args: argparse.Namespace, ports: dict[str, int]) -> 
     ratio = statistics.median(ratios[head])
     verdict = "met" if ratio <= TARGET else "**not met**"
     walk_note = " (the same route objects); +walk: 10 routes, " + (
-        f"the handler runs a {args.loop:,}-iteration Python loop (--loop) instead of the walk"
+        f"the handler runs {LOOP_KINDS[args.loop_kind].format(args.loop)} (--loop) instead of the walk"
         if args.loop
         else "the handler walks the 998 filler routes"
     )
@@ -441,6 +460,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--work", type=int, default=20, help="requests per app whose bytecodes are counted (0: no work table)"
+    )
+    parser.add_argument(
+        "--loop-kind", default="python", choices=list(LOOP_KINDS), help="what --loop's iterations do (sha256: C code)"
     )
     parser.add_argument("--stock-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)

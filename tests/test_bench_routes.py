@@ -38,6 +38,8 @@ def _measure(
     framework: str,
     baseline: Path | None = None,
     stock: int = 0,
+    loop: int = 0,
+    loop_kind: str = "python",
 ) -> str:
     queue = list(generations)
     served: list[Path] = []
@@ -54,7 +56,8 @@ def _measure(
         slices=3,
         requests=30,
         seed=1,
-        loop=0,
+        loop=loop,
+        loop_kind=loop_kind,
         config="obskit_full",
         baseline_src=baseline,
         stock=stock,
@@ -166,7 +169,9 @@ def test_obskit_does_the_same_work_at_10_and_1000_routes(tmp_path: Path) -> None
     import bench_http
 
     with bench_http.receiver(None, tmp_path) as (_rx, ports):
-        args = argparse.Namespace(config="obskit_full", stock=0, work=20, warmup=300, seed=1, loop=0, cpu="")
+        args = argparse.Namespace(
+            config="obskit_full", stock=0, work=20, warmup=300, seed=1, loop=0, loop_kind="python", cpu=""
+        )
         counts = bench_routes._work("fastapi", args, ports, stock_only=False)
     assert counts["bare@1000"] > 10 * counts["bare@10"]  # the router really walks the 998 filler routes
     at10 = counts["obskit@10"] - counts["bare@10"]
@@ -176,3 +181,32 @@ def test_obskit_does_the_same_work_at_10_and_1000_routes(tmp_path: Path) -> None
     # Within 1%: the export queue's wake-up (once per 512 spans) falls into a counted window or not.
     assert abs(at1000 - at10) <= 0.01 * at10
     assert abs(walked - at10) <= 0.01 * at10
+
+
+def test_the_loop_kind_reaches_the_child_and_the_table() -> None:
+    """--loop-kind sha256: the child builds C-code loops, and the table says what the handler ran."""
+    args = argparse.Namespace(warmup=10, loop=55, loop_kind="sha256")
+    cmd = bench_routes._child_cmd("fastapi", args, 1, stock_only=False)
+    assert cmd[cmd.index("--loop") + 1 :][:3] == ["55", "--loop-kind", "sha256"]
+    assert "--stock-only" not in cmd
+
+
+def test_a_sha256_loop_digests_the_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    digested: list[bytes] = []
+
+    class Recording:
+        def __init__(self, data: bytes) -> None:
+            digested.append(data)
+
+        def digest(self) -> bytes:
+            return b""
+
+    monkeypatch.setattr(bench_routes.hashlib, "sha256", Recording)
+    bench_routes.spinner(3, "sha256")()
+    assert digested == [bench_routes.SHA_BLOCK] * 3
+    assert len(bench_routes.SHA_BLOCK) == 65536
+
+
+def test_the_table_names_the_loop_kind(monkeypatch: pytest.MonkeyPatch) -> None:
+    text = _measure(monkeypatch, [_samples(50, 52.5, walk=50)], "fastapi", loop=55, loop_kind="sha256")
+    assert "the handler runs 55 SHA-256 digests of 64 KB (C code) (--loop) instead of the walk" in text
