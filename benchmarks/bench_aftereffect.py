@@ -80,7 +80,7 @@ def _child(args: argparse.Namespace) -> int:
     from bench_routes import spinner
 
     cases = _cases(args.framework)
-    spin = spinner(args.loop)
+    spin = spinner(args.loop, args.loop_kind)
     clock = time.thread_time_ns
     samples: dict[str, list[float]] = {name: [] for name in cases}
     names = list(cases)
@@ -137,18 +137,19 @@ def summarize(generations: list[dict[str, list[float]]]) -> list[str]:
 
 def measure(framework: str, args: argparse.Namespace, ports: dict[str, int]) -> list[str]:
     from bench_paired import pinned
-    from bench_routes import child_env
+    from bench_routes import LOOP_KINDS, child_env
 
     env = child_env(args.config, ports, SRC)
     generations = []
     for generation in range(args.generations):
-        options = {"framework": framework, "loop": args.loop, "turns": args.turns, "seed": args.seed + generation}
+        options = {"framework": framework, "loop": args.loop, "loop-kind": args.loop_kind, "turns": args.turns}
+        options["seed"] = args.seed + generation
         cmd = pinned([str(Path(__file__)), "--child", *(f"--{k}={v}" for k, v in options.items())], args.cpu)
         done = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, check=True, timeout=1800)
         generations.append(json.loads(done.stdout.splitlines()[-1]))
     return [
-        f"After-effect, {framework}, {args.config}: a {args.loop:,}-iteration Python loop timed (request-thread CPU) "
-        f"right after each case, {args.turns} turns per generation",
+        f"After-effect, {framework}, {args.config}: {LOOP_KINDS[args.loop_kind].format(args.loop)} timed "
+        f"(request-thread CPU) right after each case, {args.turns} turns per generation",
         "",
         *summarize(generations),
     ]
@@ -163,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--turns", type=int, default=400)
     parser.add_argument("--loop", type=int, default=24000, help="iterations of the timed loop (~1 ms)")
     parser.add_argument("--config", default="obskit_full", choices=["obskit_full", "obskit_metrics"])
+    parser.add_argument(
+        "--loop-kind", default="python", choices=["python", "sha256"], help="what the loop does (sha256: C code)"
+    )
     from bench_paired import common_options, report
 
     common_options(parser)

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
+import json
+import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
@@ -53,3 +59,19 @@ def test_the_stock_opentelemetry_request_gets_a_headline_of_its_own() -> None:
         "After a stock OpenTelemetry request the loop ran +0.20% [+0.00% to +0.40%] against after a bare request "
         "(median of generations)."
     )
+
+
+def test_the_loop_kind_reaches_each_child(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--loop-kind sha256: every generation's child times C-code loops, and the table's heading says so."""
+    commands: list[list[str]] = []
+
+    def fake_run(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
+        commands.append(cmd)
+        return subprocess.CompletedProcess(cmd, 0, stdout=json.dumps(_generation(1010.0)).encode())
+
+    monkeypatch.setattr(bench_aftereffect.subprocess, "run", fake_run)
+    args = argparse.Namespace(config="obskit_full", generations=2, loop=26, loop_kind="sha256", turns=4, seed=1, cpu="")
+    lines = bench_aftereffect.measure("fastapi", args, {"grpc": 1})
+    assert len(commands) == 2
+    assert all("--loop-kind=sha256" in cmd and "--loop=26" in cmd for cmd in commands)
+    assert lines[0].startswith("After-effect, fastapi, obskit_full: 26 SHA-256 digests of 64 KB (C code) timed")
