@@ -31,7 +31,9 @@ what grows with the routes is that, not work that obskit does per route.
 The handler's own work is timed too, in both control apps: the column "of which the handler's own work" is how
 much slower the walk (or loop) itself ran inside the instrumented request (session 13: +0.6 to +7.8 µs for the
 walk, +27 to +62 µs for a 2.1-ms loop). ``--loop-kind sha256`` makes the loop C code (SHA-256 digests, compute-bound,
-as a model's inference in a native library is) instead of Python (session 15).
+as a model's inference in a native library is) instead of Python, and ``--interleave`` alternates the control
+pair's requests one by one instead of 30 in a row per app, so that no instrumented request follows another
+(session 15: most of the handler's slowdown is carried over from the previous traced request).
 
 The work table (``--work N``, 20 by default; session 15) counts, in one more fresh child per kind, the bytecodes
 each app executes per request on the request thread (count_opcodes.py's tracer over N requests after the
@@ -197,16 +199,11 @@ def _serve(args: argparse.Namespace) -> int:
             break
         order = list(drivers)
         rng.shuffle(order)
-        report: dict[str, float] = {}
-        process0, threads = time.process_time(), 0.0
-        for name in order:
-            thread0 = time.thread_time()
-            drivers[name](n)
-            spent = time.thread_time() - thread0
-            report[name] = spent / n * 1e6
-            threads += spent
+        process0 = time.process_time()
+        spent = _slice(drivers, order, n, args.interleave)
+        report = {name: seconds / n * 1e6 for name, seconds in spent.items()}
         # The rest of the process's CPU over the slice: background threads (export, metric reader).
-        report["background"] = (time.process_time() - process0 - threads) / n * 1e6
+        report["background"] = (time.process_time() - process0 - sum(spent.values())) / n * 1e6
         for kind in ("bare", "obskit", "stock"):
             if kind in _WORK:
                 report[f"work@{kind}"] = _WORK.pop(kind) / n * 1e6
@@ -215,6 +212,30 @@ def _serve(args: argparse.Namespace) -> int:
 
     obskit.shutdown(timeout=5)
     return 0
+
+
+def _slice(drivers: dict[str, Any], order: Sequence[str], n: int, interleave: bool = False) -> dict[str, float]:
+    """Child: one slice, the request-thread seconds each app spent on ``n`` requests, in ``order``: each app's
+    requests in a row, except the control pair's with ``interleave``, which alternate one by one (bare, obskit,
+    bare, ... in the order they first appear), so that no instrumented request follows another."""
+    clock = time.thread_time
+    spent: dict[str, float] = {}
+    pair = [name for name in order if name.endswith("@10+walk")] if interleave else []
+    for name in order:
+        if name in spent:
+            continue
+        if name not in pair:
+            t0 = clock()
+            drivers[name](n)
+            spent[name] = clock() - t0
+            continue
+        spent.update(dict.fromkeys(pair, 0.0))
+        for _ in range(n):
+            for app in pair:
+                t0 = clock()
+                drivers[app](1)
+                spent[app] += clock() - t0
+    return spent
 
 
 def _count(drivers: dict[str, Any], requests: int) -> int:
@@ -242,7 +263,7 @@ def child_env(config: str, ports: dict[str, int], src: Path) -> dict[str, str]:
 
 def _child_cmd(framework: str, args: argparse.Namespace, seed: int, stock_only: bool) -> list[str]:
     cmd = [str(Path(__file__)), "--serve", "--framework", framework, "--warmup", str(args.warmup), "--seed", str(seed)]
-    cmd += ["--loop", str(args.loop), "--loop-kind", args.loop_kind]
+    cmd += ["--loop", str(args.loop), "--loop-kind", args.loop_kind, *(["--interleave"] if args.interleave else [])]
     return [*cmd, *(["--stock-only"] if stock_only else [])]
 
 
@@ -463,6 +484,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--loop-kind", default="python", choices=list(LOOP_KINDS), help="what --loop's iterations do (sha256: C code)"
+    )
+    parser.add_argument(
+        "--interleave",
+        action="store_true",
+        help="the control pair's requests alternate one by one instead of in a row (no instrumented request follows "
+        "another)",
     )
     parser.add_argument("--stock-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)

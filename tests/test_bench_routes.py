@@ -170,7 +170,15 @@ def test_obskit_does_the_same_work_at_10_and_1000_routes(tmp_path: Path) -> None
 
     with bench_http.receiver(None, tmp_path) as (_rx, ports):
         args = argparse.Namespace(
-            config="obskit_full", stock=0, work=20, warmup=300, seed=1, loop=0, loop_kind="python", cpu=""
+            config="obskit_full",
+            stock=0,
+            work=20,
+            warmup=300,
+            seed=1,
+            loop=0,
+            loop_kind="python",
+            interleave=False,
+            cpu="",
         )
         counts = bench_routes._work("fastapi", args, ports, stock_only=False)
     assert counts["bare@1000"] > 10 * counts["bare@10"]  # the router really walks the 998 filler routes
@@ -185,10 +193,13 @@ def test_obskit_does_the_same_work_at_10_and_1000_routes(tmp_path: Path) -> None
 
 def test_the_loop_kind_reaches_the_child_and_the_table() -> None:
     """--loop-kind sha256: the child builds C-code loops, and the table says what the handler ran."""
-    args = argparse.Namespace(warmup=10, loop=55, loop_kind="sha256")
+    args = argparse.Namespace(warmup=10, loop=55, loop_kind="sha256", interleave=False)
     cmd = bench_routes._child_cmd("fastapi", args, 1, stock_only=False)
     assert cmd[cmd.index("--loop") + 1 :][:3] == ["55", "--loop-kind", "sha256"]
     assert "--stock-only" not in cmd
+    assert "--interleave" not in cmd
+    args.interleave = True
+    assert "--interleave" in bench_routes._child_cmd("fastapi", args, 1, stock_only=False)
 
 
 def test_a_sha256_loop_digests_the_block(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -210,3 +221,29 @@ def test_a_sha256_loop_digests_the_block(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_the_table_names_the_loop_kind(monkeypatch: pytest.MonkeyPatch) -> None:
     text = _measure(monkeypatch, [_samples(50, 52.5, walk=50)], "fastapi", loop=55, loop_kind="sha256")
     assert "the handler runs 55 SHA-256 digests of 64 KB (C code) (--loop) instead of the walk" in text
+
+
+def _recording_drivers(calls: list[tuple[str, int]], names: list[str]) -> dict[str, Any]:
+    def driver(name: str) -> Any:
+        return lambda n: calls.append((name, n))
+
+    return {name: driver(name) for name in names}
+
+
+def test_a_slice_runs_each_apps_requests_in_a_row() -> None:
+    calls: list[tuple[str, int]] = []
+    order = ["obskit@10", "bare@10+walk", "bare@10", "obskit@10+walk"]
+    spent = bench_routes._slice(_recording_drivers(calls, order), order, 3)
+    assert calls == [(name, 3) for name in order]
+    assert set(spent) == set(order)
+
+
+def test_interleave_alternates_the_control_pair_one_request_at_a_time() -> None:
+    """--interleave: no instrumented request of the pair follows another (the after-effect's carry-over)."""
+    calls: list[tuple[str, int]] = []
+    order = ["obskit@10+walk", "bare@10", "bare@10+walk", "obskit@10"]
+    spent = bench_routes._slice(_recording_drivers(calls, order), order, 3, interleave=True)
+    pair = [("obskit@10+walk", 1), ("bare@10+walk", 1)] * 3
+    assert calls == [*pair, ("bare@10", 3), ("obskit@10", 3)]
+    assert set(spent) == set(order)
+    assert all(seconds >= 0 for seconds in spent.values())
