@@ -164,10 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--turns", type=int, default=400)
     parser.add_argument("--loop", type=int, default=24000, help="iterations of the timed loop (~1 ms)")
     parser.add_argument("--config", default="obskit_full", choices=["obskit_full", "obskit_metrics"])
-    parser.add_argument(
-        "--loop-kind", default="python", choices=["python", "sha256"], help="what the loop does (sha256: C code)"
-    )
     from bench_paired import common_options, report
+    from bench_routes import LOOP_KINDS
+
+    parser.add_argument(
+        "--loop-kind", default="python", choices=list(LOOP_KINDS), help="what the loop does (sha256: C code)"
+    )
 
     common_options(parser)
     args = parser.parse_args(argv)

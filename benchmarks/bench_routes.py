@@ -368,7 +368,7 @@ def measure(framework: str, args: argparse.Namespace, ports: dict[str, int]) -> 
 
 
 def _work(framework: str, args: argparse.Namespace, ports: dict[str, int], stock_only: bool) -> dict[str, float]:
-    """One fresh child (--count): bytecodes per request of every app, exact."""
+    """One fresh child (--count): bytecodes per request of every app, repeatable to a few."""
     from bench_paired import pinned
 
     cmd = [*_child_cmd(framework, args, args.seed, stock_only), "--count", str(args.work)]
