@@ -165,12 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loop", type=int, default=24000, help="iterations of the timed loop (~1 ms)")
     parser.add_argument("--config", default="obskit_full", choices=["obskit_full", "obskit_metrics"])
     from bench_paired import common_options, report
-    from bench_routes import LOOP_KINDS
+    from bench_routes import loop_kind_option
 
-    parser.add_argument(
-        "--loop-kind", default="python", choices=list(LOOP_KINDS), help="what the loop does (sha256: C code)"
-    )
-
+    loop_kind_option(parser)
     common_options(parser)
     args = parser.parse_args(argv)
     if args.child:

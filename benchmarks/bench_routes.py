@@ -90,6 +90,13 @@ _WORK: dict[str, float] = {}
 SHA_BLOCK: Final = bytes(range(256)) * 256
 
 
+def loop_kind_option(parser: argparse.ArgumentParser) -> None:
+    """``--loop-kind``, for the tools that time a ``spinner`` (this one and bench_aftereffect.py)."""
+    parser.add_argument(
+        "--loop-kind", default="python", choices=list(LOOP_KINDS), help="what the loop's iterations do (sha256: C code)"
+    )
+
+
 def spinner(loop: int, kind: str = "python") -> Callable[[], None]:
     """A loop of ``loop`` iterations as a function of no arguments: pure Python (integer arithmetic only), or with
     ``kind`` "sha256" one SHA-256 digest of ``SHA_BLOCK`` per iteration (C code)."""
@@ -190,7 +197,17 @@ def _serve(args: argparse.Namespace) -> int:
     for run in drivers.values():
         run(args.warmup)
     if args.count:
-        return _count(drivers, args.count)
+        _count(drivers, args.count)
+    else:
+        _answer_slices(drivers, args)
+    import obskit
+
+    obskit.shutdown(timeout=5)
+    return 0
+
+
+def _answer_slices(drivers: dict[str, Any], args: argparse.Namespace) -> None:
+    """Child: "ready", then one slice of every app per line ``n`` of stdin (up to a line 0), one JSON report each."""
     rng = random.Random(args.seed)
     print("ready", flush=True)
     for line in sys.stdin:
@@ -208,10 +225,6 @@ def _serve(args: argparse.Namespace) -> int:
             if kind in _WORK:
                 report[f"work@{kind}"] = _WORK.pop(kind) / n * 1e6
         print(json.dumps(report), flush=True)
-    import obskit
-
-    obskit.shutdown(timeout=5)
-    return 0
 
 
 def _slice(drivers: dict[str, Any], order: Sequence[str], n: int, interleave: bool = False) -> dict[str, float]:
@@ -238,17 +251,13 @@ def _slice(drivers: dict[str, Any], order: Sequence[str], n: int, interleave: bo
     return spent
 
 
-def _count(drivers: dict[str, Any], requests: int) -> int:
+def _count(drivers: dict[str, Any], requests: int) -> None:
     """Child (--count): one JSON report of the bytecodes each app executes per request, all code on the request
     thread (the framework's, the app's, obskit's, OpenTelemetry's), counted over ``requests`` requests."""
     from count_opcodes import count
 
-    import obskit
-
     report = {name: sum(count(run, requests, None)[0].values()) / requests for name, run in drivers.items()}
     print(json.dumps(report), flush=True)
-    obskit.shutdown(timeout=5)
-    return 0
 
 
 def child_env(config: str, ports: dict[str, int], src: Path) -> dict[str, str]:
@@ -482,9 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--work", type=int, default=20, help="requests per app whose bytecodes are counted (0: no work table)"
     )
-    parser.add_argument(
-        "--loop-kind", default="python", choices=list(LOOP_KINDS), help="what --loop's iterations do (sha256: C code)"
-    )
+    loop_kind_option(parser)
     parser.add_argument(
         "--interleave",
         action="store_true",
