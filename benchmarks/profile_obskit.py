@@ -327,21 +327,11 @@ def spawn(
     profiler: str = "cprofile",
 ) -> dict[str, float]:
     """Run one child; ``profiler`` "cprofile" (in the child) or "py-spy" (sampling it from outside)."""
+    from bench_paired import pinned
+
     env = config_env(config, ports)
-    cmd = [
-        *(["taskset", "-c", "1"] if args.pin else []),
-        sys.executable,
-        str(Path(__file__)),
-        "--child",
-        "--framework",
-        framework,
-        "--config",
-        config,
-        "--requests",
-        str(args.requests),
-        "--warmup",
-        str(args.warmup),
-    ]
+    child = [str(Path(__file__)), "--child", "--framework", framework, "--config", config]
+    cmd = pinned([*child, "--requests", str(args.requests), "--warmup", str(args.warmup)], "1" if args.pin else "")
     if profile is not None and profiler == "cprofile":
         cmd += ["--profile", str(profile)]
     elif profile is not None:
