@@ -124,6 +124,30 @@ def test_check_dead_http_port_names_the_cause():
     assert "Connection refused" in error
 
 
+def test_check_scrubs_secrets_from_the_exporters_messages():
+    """The detail column quotes the exporter's error: any header value (or URL password) in it is masked.
+
+    The header's value is a word the real error message contains, so it is known to be there to scrub.
+    """
+    port = free_port()
+    done = obskit_cli(
+        "check",
+        "--timeout",
+        "1",
+        env={
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+            "OTEL_EXPORTER_OTLP_HEADERS": "x-token=refused",
+            "OTEL_METRICS_EXPORTER": "none",
+            "OTEL_LOGS_EXPORTER": "none",
+        },
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    error = row(done.stdout, "traces")[6]
+    assert error.startswith(f"Failed to export traces to 127.0.0.1:{port}, error code: StatusCode.UNAVAILABLE")
+    assert "Connection ***" in error
+    assert "refused" not in done.stdout
+
+
 def test_check_mixed_signals_exit_1_when_one_fails(receiver: OtlpReceiver):
     """Traces reachable and logs sent to a dead per-signal endpoint: exit 1, the rows say which."""
     port = free_port()
@@ -182,7 +206,8 @@ def test_check_masks_secrets_and_shows_sources():
         env={
             "OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer%20s3cr3t-token,x-tenant=t0p-s3cr3t",
             "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "x-extra=another-s3cr3t",
-            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://user:hunter2@127.0.0.1:4317",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://user:hunter2@127.0.0.1:4318",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",  # a gRPC endpoint cannot carry a password
             "OTEL_SERVICE_NAME": "from-environment",
             "OTEL_EXPORTER_OTLP_TIMEOUT": "2500",
         },
@@ -196,10 +221,10 @@ def test_check_masks_secrets_and_shows_sources():
         "environment",
     ]
     assert row(done.stdout, "traces_headers")[2:] == ["x-extra=***", "environment"]
-    assert row(done.stdout, "endpoint")[2:] == ["http://***@127.0.0.1:4317", "environment"]
+    assert row(done.stdout, "endpoint")[2:] == ["http://***@127.0.0.1:4318", "environment"]
     assert row(done.stdout, "service_name")[1:] == ["OTEL_SERVICE_NAME", "from-argument", "argument"]
     assert row(done.stdout, "timeout")[2:] == ["2500 ms", "environment"]
-    assert row(done.stdout, "protocol")[2:] == ["grpc", "default"]
+    assert row(done.stdout, "protocol")[2:] == ["http/protobuf", "environment"]
     assert row(done.stdout, "max_label_values")[1:] == ["OBSKIT_MAX_LABEL_VALUES", "100", "default"]
     assert "OTLP endpoints" not in done.stdout  # --no-send
 

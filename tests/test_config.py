@@ -211,8 +211,115 @@ def test_password_in_endpoint_is_masked():
     message = _error({"OTEL_EXPORTER_OTLP_ENDPOINT": "ftp://user:hunter2@collector:4317"})
     assert "hunter2" not in message
     assert "ftp://***@collector:4317" in message
-    settings = load_settings({"OTEL_EXPORTER_OTLP_ENDPOINT": "https://user:hunter2@collector:4317"})
+    settings = load_settings(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "https://user:hunter2@collector:4318",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        }
+    )
     assert "hunter2" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        # No scheme: the http/protobuf error and the gRPC one both show the endpoint, masked.
+        (
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "user:hunter2@collector:4318",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            },
+            "'***@collector:4318': the http/protobuf protocol needs a URL with a scheme",
+        ),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "user:hunter2@collector:4317"}, "a gRPC endpoint cannot carry a user"),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://user:hunter2@c:4317"}, "'http://***@c:4317': a gRPC endpoint"),
+        # A malformed port: a ConfigError (urlsplit raises ValueError when the port is read), the password masked.
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://user:hunter2@collector:abc"}, "expected a port number from 0 to"),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://user:hunter2@collector:99999"}, "'http://***@collector:99999'"),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "ftp://user:hunter2@collector:abc"}, "expected an http:// or https:// URL"),
+    ],
+)
+def test_endpoint_credentials_and_ports_fail_at_init_masked(env: dict[str, str], expected: str):
+    """Bad endpoints fail at init() with a ConfigError that never shows the URL's password."""
+    message = _error(env)
+    assert "hunter2" not in message
+    assert expected in message
+
+
+@pytest.mark.parametrize("endpoint", ["collector:99999", "true false", "%%%", "http://coll ector:4317", "c:43\x0017"])
+def test_malformed_endpoints_fail_at_init(endpoint: str):
+    """An endpoint gRPC or HTTP could never dial is refused at init() instead of failing every export."""
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT=" in _error({"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint})
+
+
+@pytest.mark.parametrize(
+    "endpoint", ["collector:4317", "http://[::1]:4317", "https://otel.example.com", "10.0.0.7:4317"]
+)
+def test_well_formed_endpoints_are_accepted(endpoint: str):
+    assert load_settings({"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}).values["endpoint"] == endpoint
+
+
+def test_password_over_http_protobuf_is_accepted_and_masked():
+    """HTTP sends a URL's user and password as basic auth: accepted, and masked wherever shown."""
+    settings = load_settings(
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://user:hunter2@c:4318", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
+    )
+    assert settings.endpoint_for("traces") == "http://user:hunter2@c:4318/v1/traces"
+    assert "hunter2" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ("authorization=Bearer%0As3cr3t", "the value of header 1 has characters a header cannot carry"),
+        ("x-tenant=ml,authorization=Bearer%E2%82%ACs3cr3t", "the value of header 2 has characters"),
+        ("authorization=%20s3cr3t", "surrounding whitespace"),
+        ("bad key=s3cr3t", "the name of header 1 is not a valid HTTP header name"),
+        # A colon where the equals sign belongs puts the secret in the name: the name is not shown either.
+        ("authorization:Bearer s3cr3t=x", "the name of header 1 is not a valid HTTP header name"),
+    ],
+)
+def test_headers_a_transport_would_refuse_fail_at_init(headers: str, expected: str):
+    """A header gRPC or HTTP would refuse at every export fails init(), naming its position, never its text."""
+    for variable in ("OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_LOGS_HEADERS"):
+        message = _error({variable: headers})
+        assert message.startswith(f"{variable}=***: ")
+        assert expected in message
+        assert "s3cr3t" not in message
+
+
+def test_header_names_are_lowercased():
+    """gRPC metadata keys must be lowercase and HTTP names are case-insensitive: one form for both."""
+    settings = load_settings({"OTEL_EXPORTER_OTLP_HEADERS": "Authorization=Bearer%20s3cr3t,X-Tenant=ml"})
+    assert settings.headers == {"authorization": "Bearer s3cr3t", "x-tenant": "ml"}
+    assert load_settings({}, headers={"X-Api-Key": "k"}).headers == {"x-api-key": "k"}
+    assert "headers=...)=***: expected a mapping" in _error(headers=["authorization=s3cr3t"])
+
+
+def test_integer_arguments_refuse_fractions_and_blank_arguments_mean_unset():
+    assert "init(max_label_values=...)=2.9: expected an integer" in _error(max_label_values=2.9)
+    assert load_settings({}, max_label_values=3.0).values["max_label_values"] == 3
+    settings = load_settings({"OTEL_SERVICE_NAME": "from-env"}, service_name="   ")
+    assert settings.values["service_name"] == "from-env"
+    assert settings.sources["service_name"] == "environment"
+
+
+def test_secret_texts_and_scrub():
+    """What `obskit check` scrubs from third-party messages: header values and a URL's userinfo and its parts."""
+    from obskit._config import scrub, secret_texts
+
+    settings = load_settings(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://us%40er:hun%21ter2@c:4318",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer%20s3cr3t",
+        }
+    )
+    secrets = secret_texts(settings)
+    assert set(secrets) == {"Bearer s3cr3t", "us%40er:hun%21ter2", "us%40er", "us@er", "hun%21ter2", "hun!ter2"}
+    assert secrets[0] == "us%40er:hun%21ter2"  # longest first: a part never splits a whole
+    text = "dial us%40er:hun%21ter2@c failed; user us@er, password hun!ter2, sent Bearer s3cr3t"
+    assert scrub(text, secrets) == "dial ***@c failed; user ***, password ***, sent ***"
 
 
 def test_headers_parsed_and_masked_in_repr():

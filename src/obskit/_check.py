@@ -25,7 +25,7 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from . import _config, _exporters, _resource
-from ._config import SETTINGS_TABLE, Settings, display_value, load_settings
+from ._config import SETTINGS_TABLE, Settings, display_value, load_settings, scrub, secret_texts
 from .exceptions import ConfigError
 
 # What the probes send: a span, a counter point and a log record with these names, so they can be found (or
@@ -389,7 +389,9 @@ def probe_all(settings: Settings) -> list[ProbeResult]:
         if not threads[signal].is_alive():
             with contextlib.suppress(Exception):
                 close()
-    return [results[signal] for signal in SIGNALS]
+    # The details quote exporters' and libraries' messages, which may repeat a header value or a URL's password.
+    secrets = secret_texts(settings)
+    return [dataclasses.replace(results[signal], error=scrub(results[signal].error, secrets)) for signal in SIGNALS]
 
 
 def results_table(results: list[ProbeResult]) -> Any:

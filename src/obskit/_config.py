@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 from . import _semconv as sc
 from .exceptions import ConfigError
@@ -79,6 +79,8 @@ def _number(
             raise ValueError(accepted) from None
         if isinstance(number, float) and not math.isfinite(number):
             raise ValueError(accepted)
+        if kind is int and isinstance(value, float) and value != number:  # 2.9 is not an integer, 2.0 is
+            raise ValueError(accepted)
         if (low is not None and number < low) or (high is not None and number > high):
             raise ValueError(accepted)
         return number * scale if scale != 1.0 else number
@@ -122,8 +124,10 @@ def _key_values(what: str) -> Callable[[Any], dict[str, str]]:
             if not all(isinstance(k, str) and k and isinstance(v, str) for k, v in value.items()):
                 raise ValueError(f"expected a mapping of non-empty {what} names to string values")
             return dict(value)
+        if not isinstance(value, str):
+            raise ValueError(f"expected a mapping of {what} names to values, or key=value text")
         result: dict[str, str] = {}
-        for position, item in enumerate(str(value).split(","), start=1):
+        for position, item in enumerate(value.split(","), start=1):
             if not item.strip():
                 continue
             key, sep, val = item.partition("=")
@@ -133,6 +137,33 @@ def _key_values(what: str) -> Callable[[Any], dict[str, str]]:
         return result
 
     return parse
+
+
+# RFC 9110 token characters (a header name), and what a header value may hold on both transports: gRPC metadata
+# takes printable ASCII only, and requests refuses control characters and leading whitespace.
+_TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_HEADER_VALUE: Final = re.compile(r"[\x20-\x7e]*")
+
+
+def _headers(value: Any) -> dict[str, str]:
+    """Export headers, names lowercased (gRPC metadata requires it; HTTP names are case-insensitive).
+
+    Checked here so that a header the transport would refuse fails init() instead of every export. Messages give
+    the entry's position, never its text: a malformed entry may hold the secret in its name.
+    """
+    headers: dict[str, str] = {}
+    for position, (name, text) in enumerate(_key_values("header")(value).items(), start=1):
+        if not _TOKEN.fullmatch(name):
+            raise ValueError(
+                f"the name of header {position} is not a valid HTTP header name (letters, digits and !#$%&'*+.^_`|~-)"
+            )
+        if not _HEADER_VALUE.fullmatch(text) or text != text.strip():
+            raise ValueError(
+                f"the value of header {position} has characters a header cannot carry (control characters, "
+                "non-ASCII characters or surrounding whitespace); percent-encode only printable ASCII"
+            )
+        headers[name.lower()] = text
+    return headers
 
 
 def _list(value: Any) -> tuple[str, ...]:
@@ -155,14 +186,25 @@ def _regex_list(value: Any) -> tuple[str, ...]:
     return patterns
 
 
+_HOST: Final = re.compile(r"[A-Za-z0-9._~-]+|[0-9A-Fa-f:.]+")  # a DNS name or IPv4; an IPv6 address unbracketed
+
+
 def _endpoint(value: Any) -> str:
     text = _str(value)
+    if any(char.isspace() or not char.isprintable() for char in text):
+        raise ValueError("expected a URL without whitespace or control characters")
     parts = urlsplit(text)
     # "collector:4317" parses with scheme "collector"; it is only a scheme if followed by "//".
     if parts.scheme and parts.scheme not in ("http", "https") and "://" in text:
         raise ValueError("expected an http:// or https:// URL")
-    if "://" in text and not parts.hostname:
-        raise ValueError("expected a URL with a host, e.g. http://collector:4317")
+    if "://" not in text:
+        parts = urlsplit(f"//{text}")  # gRPC's host:port
+    if not parts.hostname or not _HOST.fullmatch(parts.hostname):
+        raise ValueError("expected a URL with a host name or IP address, e.g. http://collector:4317")
+    try:
+        parts.port  # noqa: B018 (urlsplit checks the port when it is read)
+    except ValueError:
+        raise ValueError("expected a port number from 0 to 65535 after the host") from None
     return text
 
 
@@ -244,7 +286,7 @@ def _signal_settings() -> list[Setting]:
             Setting(f"{signal}_protocol", f"OTEL_EXPORTER_OTLP_{upper}_PROTOCOL", _choice(*_PROTOCOLS), None,
                     "enum", f"Transport for {signal}; defaults to OTEL_EXPORTER_OTLP_PROTOCOL.", "http/protobuf",
                     argument=False),
-            Setting(f"{signal}_headers", f"OTEL_EXPORTER_OTLP_{upper}_HEADERS", _key_values("header"), None,
+            Setting(f"{signal}_headers", f"OTEL_EXPORTER_OTLP_{upper}_HEADERS", _headers, None,
                     "key=value list", f"Extra headers for {signal} export; values are secret.",
                     "x-tenant=ml", secret=True, argument=False),
             Setting(f"{signal}_timeout", f"OTEL_EXPORTER_OTLP_{upper}_TIMEOUT", _ms(), None,
@@ -278,7 +320,7 @@ SETTINGS_TABLE: Final[tuple[Setting, ...]] = (
     *_signal_settings(),
     Setting("protocol", "OTEL_EXPORTER_OTLP_PROTOCOL", _choice(*_PROTOCOLS), "grpc", "enum",
             "OTLP transport.", "http/protobuf"),
-    Setting("headers", "OTEL_EXPORTER_OTLP_HEADERS", _key_values("header"), {}, "key=value list",
+    Setting("headers", "OTEL_EXPORTER_OTLP_HEADERS", _headers, {}, "key=value list",
             "Headers sent with every export (API keys); values are secret and never printed.",
             "authorization=Bearer%20abc", secret=True),
     Setting("timeout", "OTEL_EXPORTER_OTLP_TIMEOUT", _ms(), 10.0, "milliseconds",
@@ -397,15 +439,52 @@ class Settings:
         return float(specific if specific is not None else self.values["timeout"])
 
 
+def _userinfo_bounds(url: str) -> tuple[int, int] | None:
+    """Where the userinfo (``user:password``) of a URL or of a scheme-less ``host:port`` is, if it has one.
+
+    Plain string work, so that a malformed URL (a bad port, no scheme) is handled all the same.
+    """
+    scheme_end = url.find("://")
+    start = scheme_end + 3 if scheme_end >= 0 else 0
+    end = len(url)
+    for separator in "/?#":
+        found = url.find(separator, start)
+        if found != -1:
+            end = min(end, found)
+    at = url.rfind("@", start, end)
+    return None if at == -1 else (start, at)
+
+
 def mask_url(url: str) -> str:
-    """Hide the password (and user) of a URL's userinfo."""
-    parts = urlsplit(url)
-    if parts.password is None and parts.username is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"{MASK}@{host}", parts.path, parts.query, parts.fragment))
+    """Hide the userinfo (user and password) of a URL or of a scheme-less ``user:password@host:port``."""
+    bounds = _userinfo_bounds(url)
+    return url if bounds is None else f"{url[: bounds[0]]}{MASK}{url[bounds[1] :]}"
+
+
+def secret_texts(settings: Settings) -> list[str]:
+    """Every secret the settings hold (header values; URL users and passwords, raw and decoded), longest first.
+
+    What to scrub from text that third-party code wrote, such as an exporter's error message.
+    """
+    found: set[str] = set()
+    for signal in ("traces", "metrics", "logs"):
+        found.update(settings.headers_for(signal).values())
+        endpoint = settings.endpoint_for(signal)
+        bounds = _userinfo_bounds(endpoint)
+        if bounds is not None:
+            userinfo = endpoint[bounds[0] : bounds[1]]
+            found.add(userinfo)
+            for part in userinfo.split(":", 1):
+                found.update((part, unquote(part)))
+    found.discard("")
+    return sorted(found, key=len, reverse=True)
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every occurrence of each secret replaced by the mask."""
+    for secret in secrets:
+        text = text.replace(secret, MASK)
+    return text
 
 
 def display_value(name: str, value: Any) -> Any:
@@ -450,7 +529,7 @@ def load_settings(env: Mapping[str, str] | None = None, **explicit: Any) -> Sett
     for setting in SETTINGS_TABLE:
         raw: Any = explicit.get(setting.name)
         source = "argument"
-        if raw is None or raw == "":
+        if raw is None or (isinstance(raw, str) and raw.strip() == ""):
             raw = environ.get(setting.env, "") if setting.env else ""
             source = "environment"
             if raw.strip() == "":
@@ -478,6 +557,14 @@ def _check_endpoints(values: dict[str, Any], sources: dict[str, str]) -> None:
                 raise ConfigError(
                     f"{_describe_bad(setting, sources[name], url)}: the http/protobuf protocol needs a URL with "
                     "a scheme, e.g. http://collector:4318"
+                )
+            if url and protocol == "grpc" and mask_url(url) != url:
+                # The gRPC exporter would dial "user:password@host" and never connect.
+                setting = _BY_NAME[name]
+                raise ConfigError(
+                    f"{_describe_bad(setting, sources[name], url)}: a gRPC endpoint cannot carry a user and "
+                    "password; send credentials as a header, e.g. OTEL_EXPORTER_OTLP_HEADERS="
+                    "authorization=Basic%20<base64 of user:password>"
                 )
 
 
