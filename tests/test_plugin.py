@@ -125,3 +125,66 @@ def test_capture_telemetry_without_pytest(tmp_path):
     )
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False)
     assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr
+
+
+SERVER_MODULE = """
+import flask
+import obskit
+from fastapi import FastAPI
+
+obskit.init(service_name="from-the-module", traces_exporter="none", metrics_exporter="none", logs_exporter="none")
+api = FastAPI()  # instrumented by the module's init(), for its providers
+web = flask.Flask("web")
+
+
+@api.get("/items/{item}")
+def item(item: int) -> dict[str, int]:
+    return {"item": item}
+
+
+@web.get("/items/<int:item>")
+def web_item(item: int) -> dict[str, int]:
+    return {"item": item}
+"""
+
+SERVER_TESTS = """
+import obskit
+import pytest
+from fastapi.testclient import TestClient
+
+from server import api, web
+
+
+def _get(app, path):
+    if app is web:
+        return web.test_client().get(path).status_code
+    with TestClient(app) as client:
+        return client.get(path).status_code
+
+
+@pytest.mark.parametrize("instrument_again", [False, True])
+@pytest.mark.parametrize("app", [api, web], ids=["fastapi", "flask"])
+@pytest.mark.parametrize("run", [1, 2])  # a second test gets the app moved again, to its own capture
+def test_module_level_app_reports_to_the_capture(obskit_capture, app, instrument_again, run):
+    if instrument_again:
+        obskit.instrument_app(app)  # as docs/testing.md shows; a no-op now, the capture already has the app
+    assert _get(app, "/items/7") == 200
+    [span] = obskit_capture.spans(name="GET /items/{item}" if app is api else "GET /items/<int:item>")
+    assert span.resource.attributes["service.name"] == "unknown_service"  # the capture's, not the module's
+    assert obskit_capture.metric("http.server.request.duration").count(method="GET") == 1
+"""
+
+
+@pytest.mark.parametrize("middleware", ["obskit", "contrib"])
+def test_apps_instrumented_by_an_earlier_init_report_to_the_capture(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, middleware: str
+):
+    """The README's layout: init() and the app in the app's module, imported by the tests.
+
+    obskit_capture's init() moves the app to its in-memory providers (before, the app kept sending to the module's
+    shut-down providers and the capture saw only stage spans), and each later test's capture moves it again.
+    """
+    pytester.makepyfile(server=SERVER_MODULE, test_server=SERVER_TESTS)
+    monkeypatch.setenv("OBSKIT_HTTP_INSTRUMENTATION", middleware)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q")
+    result.assert_outcomes(passed=8)

@@ -50,6 +50,19 @@ def test_instrument_app_before_init_is_applied_by_init():
         assert len(telemetry.spans(name="GET /items/{item_id}")) == 1
 
 
+@pytest.mark.parametrize("middleware", ["obskit", "contrib"])
+def test_instrument_app_on_an_app_that_already_served(middleware: str):
+    """An app that served requests before instrument_app() built its middleware stack without us: it is rebuilt."""
+    app = _app()
+    with TestClient(app) as client:
+        assert client.get("/items/1").status_code == 200
+        with capture_telemetry(auto_instrument=False, http_instrumentation=middleware) as telemetry:
+            obskit.instrument_app(app)
+            assert client.get("/items/2").status_code == 200
+            assert len(telemetry.spans(name="GET /items/{item_id}")) == 1
+            assert telemetry.metric("http.server.request.duration").count(route="/items/{item_id}") == 1
+
+
 def test_auto_instrument_off_leaves_new_apps_alone():
     """OBSKIT_AUTO_INSTRUMENT=false: apps created after init() are not instrumented by obskit.
 

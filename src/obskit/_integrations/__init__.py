@@ -38,6 +38,9 @@ class Target:
 
 _target: Target | None = None
 _pending: weakref.WeakSet[Any] = weakref.WeakSet()
+# Every app obskit instrumented, with the target it was instrumented for: a later init() (a test's
+# capture_telemetry() after the app module's own init(), say) moves them to its own providers.
+_instrumented: weakref.WeakKeyDictionary[Any, tuple[str, Target]] = weakref.WeakKeyDictionary()
 _hooks_registered: set[str] = set()
 _lock = threading.Lock()
 
@@ -57,11 +60,19 @@ def _framework_of(app: Any) -> str | None:
 
 
 def _instrument(app: Any, framework: str, target: Target) -> bool:
-    if getattr(app, "_is_instrumented_by_opentelemetry", False):
+    """Instrument ``app`` for ``target``; an app obskit instrumented for an earlier target is moved over."""
+    previous = _instrumented.get(app)
+    if previous is not None:
+        if previous[1] is target:
+            return False
+        _integration(framework).uninstrument(app, previous[1].middleware)
+        del _instrumented[app]
+    elif getattr(app, "_is_instrumented_by_opentelemetry", False):  # instrumented by contrib, outside obskit
         return False
     _integration(framework).instrument(
         app, target.tracer_provider, target.meter_provider, target.excluded_urls, target.middleware
     )
+    _instrumented[app] = (framework, target)
     return True
 
 
@@ -136,6 +147,8 @@ def configure(target: Target) -> None:
         _target = target
         pending = list(_pending)
         _pending.clear()
+        # Apps instrumented for an earlier init() would keep sending to its shut-down providers.
+        pending += [app for app, (_framework, earlier) in list(_instrumented.items()) if earlier is not target]
         if target.auto:
             for framework in _FRAMEWORKS:
                 if framework not in _hooks_registered and _contrib_available(framework):

@@ -56,7 +56,23 @@ def instrument(
         # OBSKIT_CAPTURE_HEADERS, with Authorization, Cookie, API keys and tokens always redacted.
         **header_capture_options(),
     )
+    app.middleware_stack = None  # as in _instrument_lean: an app that served a request builds its stack again
     _flush_at_signalled_shutdown(app)
+
+
+def uninstrument(app: Any, middleware: str) -> None:
+    """Undo :func:`instrument` (to instrument ``app`` again for another ``init()``)."""
+    if middleware == "obskit":
+        original = app.__dict__.pop("_obskit_original_build_middleware_stack", None)
+        if original is not None:
+            app.build_middleware_stack = original
+        app.middleware_stack = None  # rebuilt at the next request
+        app._is_instrumented_by_opentelemetry = False
+        return
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+    FastAPIInstrumentor.uninstrument_app(app)
+    app.middleware_stack = None
 
 
 def _contrib_scope() -> tuple[str, str | None]:
@@ -133,7 +149,11 @@ def _instrument_lean(app: Any, tracer_provider: Any, meter_provider: Any, exclud
             capture_query=capture_query,
         )
 
+    app._obskit_original_build_middleware_stack = original
     app.build_middleware_stack = types.MethodType(build_middleware_stack, app)
+    # An app that has served a request already built its stack, without us: Starlette builds it again, with us,
+    # at the next request (its middlewares are constructed anew, as at the first request).
+    app.middleware_stack = None
     app._is_instrumented_by_opentelemetry = True
     _disable_native_telemetry(app)
 

@@ -38,15 +38,36 @@ def instrument(
         _instrument_lean(app, tracer_provider, meter_provider, excluded_urls)
         return
     force_stable_http_semconv()
-    FlaskInstrumentor.instrument_app(  # type: ignore[no-untyped-call]
-        app,
-        tracer_provider=tracer_provider,
-        meter_provider=meter_provider,
-        excluded_urls=contrib_excluded_urls(excluded_urls),
-        enable_commenter=False,
-        request_hook=_request_hook(capture().headers),
-        response_hook=_response_hook(capture().headers),
-    )
+    # contrib adds before/teardown-request hooks, which Flask refuses once the app has served a request (an app
+    # moved to another init()'s providers, or passed to instrument_app() late): let it add them.
+    started = getattr(app, "_got_first_request", False)
+    app._got_first_request = False
+    try:
+        FlaskInstrumentor.instrument_app(  # type: ignore[no-untyped-call]
+            app,
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
+            excluded_urls=contrib_excluded_urls(excluded_urls),
+            enable_commenter=False,
+            request_hook=_request_hook(capture().headers),
+            response_hook=_response_hook(capture().headers),
+        )
+    finally:
+        app._got_first_request = started
+
+
+def uninstrument(app: Any, middleware: str) -> None:
+    """Undo :func:`instrument` (to instrument ``app`` again for another ``init()``)."""
+    if middleware == "obskit":
+        app.wsgi_app = app.__dict__.pop("_original_wsgi_app", app.wsgi_app)
+        dispatch = app.__dict__.pop("_obskit_original_full_dispatch_request", None)
+        if dispatch is not None:
+            app.full_dispatch_request = dispatch
+        app._is_instrumented_by_opentelemetry = False
+        return
+    from opentelemetry.instrumentation.flask import FlaskInstrumentor
+
+    FlaskInstrumentor.uninstrument_app(app)  # type: ignore[no-untyped-call]
 
 
 _EXCHANGE_KEY = "obskit.exchange"
@@ -134,6 +155,7 @@ def _instrument_lean(app: Any, tracer_provider: Any, meter_provider: Any, exclud
         return dispatch()
 
     app._original_wsgi_app = wsgi_app
+    app._obskit_original_full_dispatch_request = dispatch
     if tracer is None:
         app.wsgi_app = middleware.metrics_only(wsgi_app, _ROUTE_KEY)
         app.full_dispatch_request = obskit_route_dispatch_request
