@@ -202,10 +202,18 @@ class ServerSpan(QueuedSpan):
             lock.release()
         self.sdk_span().update_name(name)
 
-    def respond(self, name: str | None, attributes: CleanAttributes, status: Status | None) -> None:
+    def current_name(self) -> str | None:
+        """The span's name now (the very object it started with until renamed)."""
+        sdk_span = self._sdk_span
+        return self._name if sdk_span is None else getattr(sdk_span, "name", None)
+
+    def respond(
+        self, name: str | None, attributes: CleanAttributes, status: Status | None, named: str | None = None
+    ) -> None:
         """The middleware's calls at the response, in one.
 
-        That is ``update_name(name)`` (None: the name stays), then if the span is recording
+        That is ``update_name(name)`` (None: the name stays) unless the app renamed the span (its name is no longer
+        the object ``named`` it started with: contrib names the span once, at its start), then if the span is recording
         ``set_attributes(attributes)`` and ``set_status(status)`` (None: no call). ``attributes`` are the
         middleware's route and response attributes (``http.route``, ``http.response.status_code``,
         ``error.type``): str and int values under keys never redacted, for which ``start()`` kept room.
@@ -223,7 +231,7 @@ class ServerSpan(QueuedSpan):
                     and (status is None or self._status is None)
                     and (maxlen is None or len(store) + len(attributes) <= maxlen)
                 ):
-                    if name is not None:
+                    if name is not None and self._name is named:
                         self._name = name
                     _merge(store, attributes)
                     if status is not None:
@@ -231,7 +239,7 @@ class ServerSpan(QueuedSpan):
                     return
             finally:
                 lock.release()
-        if name is not None:
+        if name is not None and self.current_name() is named:
             self.update_name(name)
         if self.is_recording():
             self.set_attributes(attributes)

@@ -192,3 +192,26 @@ def test_route_lookup_memoised_with_contrib_names(monkeypatch: pytest.MonkeyPatc
         assert scans == ["/predict", "/r7/1", "/r49/2", "/nope", "/r7/3"]  # each new path once
         routes = {a.get("http.route") for a in telemetry.metric("http.server.request.duration").attributes()}
         assert routes == {"/predict", "/r7/{item_id}", "/r49/{item_id}", None}
+
+
+@pytest.mark.parametrize("middleware", ["obskit", "contrib"])
+def test_global_response_propagator_is_honoured(middleware: str):
+    """With a response propagator set (traceresponse), the response carries the server span's ids, as contrib's."""
+    from opentelemetry.instrumentation.propagators import (
+        TraceResponsePropagator,
+        get_global_response_propagator,
+        set_global_response_propagator,
+    )
+
+    previous = get_global_response_propagator()
+    set_global_response_propagator(TraceResponsePropagator())  # type: ignore[no-untyped-call]
+    try:
+        with capture_telemetry(http_instrumentation=middleware) as telemetry:
+            response = TestClient(_app()).get("/items/3")
+            [span] = telemetry.spans(name="GET /items/{item_id}")
+    finally:
+        set_global_response_propagator(previous)
+    context = span.get_span_context()
+    flags = int(context.trace_flags)  # sampled, and W3C level 2's random bit
+    assert flags & 1
+    assert response.headers["traceresponse"] == f"00-{context.trace_id:032x}-{context.span_id:016x}-{flags:02x}"

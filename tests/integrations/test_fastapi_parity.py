@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 from fastapi import APIRouter, FastAPI, HTTPException
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response, StreamingResponse
 from fastapi.testclient import TestClient
+from opentelemetry import trace
 
 from obskit.testing import CapturedTelemetry, capture_telemetry
 
@@ -46,11 +48,39 @@ REQUESTS: list[tuple[str, str, dict[str, str], bytes | None]] = [
     ("FROBNICATE", "/items/1", {}, None),
     ("GET", "/healthz", {}, None),
     ("GET", "/items/7/", {}, None),
+    # Answered by a middleware before any routing: a CORS preflight, and an auth middleware's 401.
+    ("OPTIONS", "/items/5", {"origin": "http://ui.example", "access-control-request-method": "GET"}, None),
+    ("GET", "/private/1", {}, None),
+    ("GET", "/renamed", {}, None),  # the handler renames the server span
 ]
+
+
+def _auth(app: Any) -> Any:
+    """A pure ASGI middleware that answers 401 to /private/* requests without an x-key header."""
+
+    async def middleware(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/private") and b"x-key" not in dict(scope["headers"]):
+            await send({"type": "http.response.start", "status": 401, "headers": [(b"content-length", b"0")]})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await app(scope, receive, send)
+
+    return middleware
 
 
 def _app() -> FastAPI:
     app = FastAPI()
+    app.add_middleware(_auth)
+    app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["*"])
+
+    @app.get("/private/{x}")
+    def private(x: int) -> dict[str, int]:
+        return {"x": x}
+
+    @app.get("/renamed")
+    def renamed() -> str:
+        trace.get_current_span().update_name("score fraud")
+        return "ok"
 
     @app.get("/items/{item_id}")
     def item(item_id: int) -> dict[str, int]:
@@ -231,6 +261,10 @@ def test_the_cases_are_exercised():
     assert by_path["/items/1"]["attributes"]["http.request.method_original"] == "FROBNICATE"
     assert (by_path["/sub/ping/3"]["name"], by_path["/v1/models/iris"]["name"]) == ("GET /sub", "GET /v1/models/{name}")
     assert by_path["/nope"]["name"] == "GET"
+    assert by_path["/items/5"]["name"] == "OPTIONS /items/{item_id}"  # the CORS middleware answered
+    assert by_path["/private/1"]["name"] == "GET /private/{x}"
+    assert by_path["/private/1"]["attributes"]["http.response.status_code"] == 401
+    assert by_path["/renamed"]["name"] == "score fraud"
     assert not [s for s in spans if s["attributes"].get("url.path") == "/healthz"]
     assert all(s["scope"][0] == "opentelemetry.instrumentation.fastapi" for s in spans)
     assert any(name == "http.server.request.body.size" for _, _, _, name, _, _ in metrics)

@@ -32,8 +32,9 @@ streams (names, units, scope, attribute sets, buckets). Known, deliberate differ
 - ``http.server.response.body.size`` is recorded only when this response has a ``Content-Length`` (contrib keeps
   the last value seen on the middleware instance and records it again for later responses without one);
 - no ``BackgroundTask {name}`` spans (contrib patches ``BackgroundTask.__call__`` process-wide);
-- the route comes from Starlette's own match, so a request answered by a middleware before routing is named
-  ``{METHOD}`` alone; a sampler sees the provisional name ``{METHOD}`` (the route is known only after routing).
+- the route comes from Starlette's own match (a request answered by a middleware before routing, such as an auth
+  401 or a CORS preflight, is matched as contrib matches every request); a sampler sees the provisional name
+  ``{METHOD}`` (the route is known only after routing).
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ from time import perf_counter
 from typing import Any, Final
 
 from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.instrumentation import propagators as _response_propagation
+from opentelemetry.instrumentation.asgi import asgi_setter
 from opentelemetry.propagate import extract
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import INVALID_SPAN, SpanKind, Status, StatusCode
@@ -106,6 +110,14 @@ class _CarrierGetter(Getter[dict[str, str]]):
 
 
 _GETTER: Final = _CarrierGetter()
+
+
+def _name_of(span: Any) -> Any:
+    """The span's current name: the very object it started with (the request's method name) until renamed."""
+    return span.current_name() if type(span) is ServerSpan else getattr(span, "name", None)
+
+
+_EMPTY: Final = Context()
 
 
 class _Histogram:
@@ -608,6 +620,12 @@ class _Request:
         span = self.span
         if span is INVALID_SPAN:
             return
+        propagator = _response_propagation._RESPONSE_PROPAGATOR  # get_global_response_propagator(), a call less
+        if propagator is not None:  # e.g. traceresponse, when the user set one (contrib does the same)
+            try:
+                propagator.inject(message, context=trace.set_span_in_context(span, _EMPTY), setter=asgi_setter)
+            except Exception as exc:
+                record_internal_error("asgi response propagation", exc)
         name = f"{self.name} {route}" if route else None
         # One call for the route and the response attributes (str and int values only).
         attributes = CleanAttributes()
@@ -625,9 +643,11 @@ class _Request:
         if capture is not None and not (capture.response and self.server):
             capture = None  # nothing to capture from this response
         if type(span) is ServerSpan and code >= 0 and capture is None:
-            span.respond(name, attributes, outcome)  # obskit's own span: all of it in one call
+            span.respond(name, attributes, outcome, self.name)  # obskit's own span: all of it in one call
             return
-        if name is not None:
+        # The route names the span, unless the app renamed it already (span.update_name(): contrib names the span
+        # when it starts, so an app's own name stands there).
+        if name is not None and _name_of(span) is self.name:
             span.update_name(name)
         if span.is_recording():
             if capture is not None:
@@ -642,8 +662,9 @@ class _Request:
         Returns the route, the first time only (the caller sets ``http.route`` on the span).
         """
         route = self._route()
-        if route and self.span is not INVALID_SPAN:
-            self.span.update_name(f"{self.name} {route}")
+        span = self.span
+        if route and span is not INVALID_SPAN and _name_of(span) is self.name:
+            span.update_name(f"{self.name} {route}")
         return route
 
     def _route(self) -> str | None:

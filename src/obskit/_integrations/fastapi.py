@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .._safety import record_internal_error
 from ..exceptions import IntegrationUnavailable
 from ._http import (
     contrib_excluded_urls,
@@ -187,7 +188,11 @@ class _RouteOf:
     def __call__(self, scope: Any, root_path: str) -> str | None:
         if scope.get("root_path", "") == root_path:
             route = scope.get("route")
-            path = getattr(route, "path", None) if route is not None else None
+            if route is None:
+                # No router ran when a middleware answered first (an auth middleware's 401, a CORS preflight):
+                # then match the routes as contrib does for every request, for these responses only.
+                return None if "router" in scope else _unrouted(scope)
+            path = getattr(route, "path", None)
             return path if isinstance(path, str) else None
         prefix = scope.get("root_path", "")[len(root_path) :]
         found = self._mounts.get(prefix, False)
@@ -206,6 +211,17 @@ class _RouteOf:
             mount = getattr(route, "starlette_route", None) or getattr(route, "original_route", None) or route
             if isinstance(mount, Mount) and mount.matches(probe)[0] is Match.FULL:
                 return str(mount.path)
+        return None
+
+
+def _unrouted(scope: Any) -> str | None:
+    """The route contrib would name for a request the router never saw (contrib's own matching)."""
+    try:
+        from opentelemetry.instrumentation.fastapi import _get_route_details
+
+        return _get_route_details(scope)
+    except Exception as exc:
+        record_internal_error("fastapi route of an unrouted request", exc)
         return None
 
 
