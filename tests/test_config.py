@@ -415,3 +415,12 @@ def test_init_signature_matches_the_table():
 
     parameters = set(inspect.signature(obskit.init).parameters)
     assert parameters == {s.name for s in SETTINGS_TABLE if s.argument}
+
+
+def test_a_quantifier_cut_by_the_list_comma_is_refused():
+    """'{1,3}' in OBSKIT_EXCLUDED_URLS would split one pattern into two that each compile: a ConfigError instead."""
+    message = _error({"OBSKIT_EXCLUDED_URLS": "^/healthz$,^/v[0-9]{1,3}/status$"})
+    assert message.startswith("OBSKIT_EXCLUDED_URLS='^/healthz$,^/v[0-9]{1,3}/status$': a comma inside a {m,n}")
+    assert load_settings({"OBSKIT_EXCLUDED_URLS": "^/a{2},^/b"}).values["excluded_urls"] == ("^/a{2}", "^/b")
+    listed = load_settings({}, excluded_urls=["^/v[0-9]{1,3}/status$"]).values["excluded_urls"]
+    assert listed == ("^/v[0-9]{1,3}/status$",)

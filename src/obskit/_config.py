@@ -8,6 +8,7 @@ Each parser accepts the variable's text (and, for explicit arguments, the native
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import math
 import os
@@ -178,6 +179,15 @@ def _list(value: Any) -> tuple[str, ...]:
 
 def _regex_list(value: Any) -> tuple[str, ...]:
     patterns = _list(value)
+    if isinstance(value, str):
+        pieces = value.split(",")
+        for before, after in itertools.pairwise(pieces):
+            # '^/v[0-9]{1,3}$' splits into two patterns that each compile: refuse rather than exclude the wrong paths.
+            if re.search(r"\{\d*$", before) and re.match(r"\s*\d*\}", after):
+                raise ValueError(
+                    "a comma inside a {m,n} quantifier splits the pattern in two (commas separate patterns); pass a "
+                    "list to init(excluded_urls=[...]) or spell the repetition out"
+                )
     for pattern in patterns:
         try:
             re.compile(pattern)

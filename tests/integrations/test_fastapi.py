@@ -215,3 +215,57 @@ def test_global_response_propagator_is_honoured(middleware: str):
     flags = int(context.trace_flags)  # sampled, and W3C level 2's random bit
     assert flags & 1
     assert response.headers["traceresponse"] == f"00-{context.trace_id:032x}-{context.span_id:016x}-{flags:02x}"
+
+
+def _get_under_root_path(app: FastAPI, path: str) -> int:
+    """A request as uvicorn --root-path /api passes it: root_path "/api", and the path includes it."""
+    import asyncio
+
+    import httpx
+
+    async def get() -> int:
+        transport = httpx.ASGITransport(app=app, root_path="/api")
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            return (await client.get(path)).status_code
+
+    return asyncio.run(get())
+
+
+def test_excluded_urls_hold_under_a_root_path():
+    """Behind a proxy the health check's path is /api/healthz: excluded as /healthz is, while routes are traced."""
+    with capture_telemetry() as telemetry:
+        app = _app()
+
+        @app.get("/healthz")
+        def healthz() -> str:
+            return "ok"
+
+        assert _get_under_root_path(app, "/api/healthz") == 200
+        assert _get_under_root_path(app, "/api/items/4") == 200
+        assert [s.name for s in telemetry.spans()] == ["GET /items/{item_id}"]
+        assert telemetry.metric("http.server.request.duration").count() == 1
+
+
+def test_a_stream_failing_after_its_status_is_an_error():
+    """An exception once a 200 went out: error.type is the exception's class on the span and the duration metric."""
+    from fastapi.responses import StreamingResponse
+
+    with capture_telemetry() as telemetry:
+        app = _app()
+
+        @app.get("/stream")
+        def stream() -> StreamingResponse:
+            def chunks():  # type: ignore[no-untyped-def]
+                yield b"first"
+                raise RuntimeError("model crashed mid-stream")
+
+            return StreamingResponse(chunks())
+
+        with pytest.raises(RuntimeError, match="mid-stream"):
+            TestClient(app).get("/stream")
+        [span] = telemetry.spans(name="GET /stream")
+        assert span.attributes is not None
+        assert (span.attributes["http.response.status_code"], span.attributes["error.type"]) == (200, "RuntimeError")
+        assert span.status.status_code.name == "ERROR"
+        duration = telemetry.metric("http.server.request.duration")
+        assert duration.count({"error.type": "RuntimeError"}, route="/stream", status_code=200) == 1

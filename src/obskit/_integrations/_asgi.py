@@ -364,6 +364,9 @@ class ServerMiddleware:
             # Metrics only, nothing happens after a message is sent: a plain function returning the server's
             # awaitable (no coroutine frame of ours per message).
             await self.app(scope, receive, request.send if request.span is not INVALID_SPAN else request.send_plain)
+        except Exception as exc:
+            request.failed(exc)
+            raise
         finally:
             try:
                 request.finish()
@@ -402,15 +405,20 @@ class _Request:
     def __init__(self, middleware: ServerMiddleware, scope: Scope, send: Send) -> None:
         self.excluded = False
         path: str = scope.get("path", "")
+        root_path: str = scope.get("root_path", "")
         excluded = middleware._excluded
-        if excluded.active and excluded.cache[path]:
+        # Behind a proxy (uvicorn --root-path /api) the path includes the root path: /api/healthz is excluded too.
+        if excluded.active and (
+            excluded.cache[path]
+            or (root_path and path.startswith(root_path) and excluded.cache[path[len(root_path) :]])
+        ):
             self.excluded = True
             return
         self.start = perf_counter()
         self.middleware = middleware
         self.scope = scope
         self._send = send
-        self.root_path: str = scope.get("root_path", "")
+        self.root_path = root_path
         raw_method: str = scope.get("method", "")
         methods = middleware._methods
         self.method, self.method_original, self.name = methods.cache.get(raw_method) or methods(raw_method)
@@ -655,6 +663,21 @@ class _Request:
             span.set_attributes(attributes)
             if outcome is not None:
                 span.set_status(outcome)
+
+    def failed(self, exc: Exception) -> None:
+        """An exception escaped the app: ``error.type``, unless a 5xx already said so.
+
+        After another status (a stream that failed once its 200 was sent) ``error.type`` is the exception's class,
+        on the span and the metric, as SPEC 3 counts an exception as an error (contrib records none then).
+        """
+        try:
+            if self.error_type is None:
+                self.error_type = error_type = type(exc).__qualname__
+                span = self.span
+                if span is not INVALID_SPAN and span.is_recording():
+                    span.set_attribute("error.type", error_type)
+        except Exception as own:  # never in place of the app's exception
+            record_internal_error("asgi failure", own)
 
     def _name_span(self) -> str | None:
         """Once routing is done (the response starts, or the app returned): the route and the span's final name.
