@@ -21,7 +21,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from obskit import _producer, _safety, _semconv, _stages
+import obskit
+from obskit import _guard, _producer, _safety, _semconv, _stages, metrics, testing
 from obskit._setup import make_tracer_provider
 from obskit._stages import inference, postprocess, preprocess, set_batch_size, stage
 from obskit.exceptions import ObskitWarning
@@ -773,7 +774,7 @@ def test_invalid_batch_sizes_are_ignored_and_logged_once(
     assert "model.batch_size" not in dict(telemetry.spans()[0].attributes or {})
     assert telemetry.points(_semconv.MODEL_BATCH_SIZE) == []
     assert [r.getMessage() for r in caplog.records] == [
-        "obskit: ignoring batch size 'many': expected a non-negative int"
+        "obskit: ignoring batch size 'many': expected a non-negative int below 2**63"
     ]
 
 
@@ -1390,3 +1391,203 @@ def test_active_counts_calls_in_progress_across_sites(telemetry: Telemetry) -> N
     outer()
     assert seen == [1, 2]
     assert telemetry.point(_semconv.MODEL_ACTIVE, **attrs("inference")).value == 0
+
+
+def test_a_batch_size_beyond_int64_is_invalid(telemetry: Telemetry, caplog: pytest.LogCaptureFixture) -> None:
+    """2**63 and more (OTLP's int64 cannot carry it) is invalid: a TypeError at the decorator, else ignored."""
+    _safety._reset()
+    with pytest.raises(TypeError, match=r"batch_size= must be a non-negative int below 2\*\*63"):
+        inference(batch_size=2**63)
+
+    class Huge:
+        def __index__(self) -> int:
+            return 2**64
+
+    @inference(model="fraud-xgb", version="3", batch_size=lambda n: n)
+    def predict(n: object) -> int:
+        return 0
+
+    @inference(model="fraud-xgb", version="3")
+    def predict_set(n: object) -> int:
+        set_batch_size(n)  # type: ignore[arg-type]
+        return 0
+
+    with caplog.at_level(logging.WARNING, logger="obskit"):
+        for n in (2**63, Huge(), 2**64 + 1, 2**20000):
+            assert predict(n) == 0
+            assert predict_set(n) == 0
+        assert predict(2**63 - 1) == 0
+    assert [dict(s.attributes or {}).get("model.batch_size") for s in telemetry.spans()] == [None] * 8 + [2**63 - 1]
+    assert [p.count for p in telemetry.points(_semconv.MODEL_BATCH_SIZE)] == [1]
+    assert [r.getMessage() for r in caplog.records] == [
+        "obskit: ignoring batch size 9223372036854775808: expected a non-negative int below 2**63"
+    ]
+    # The log message's value never fails to format, even where repr() does (ints past 4300 digits).
+    assert repr(_stages._Shown(2**20000)) == "<int>"
+
+
+def test_a_huge_batch_size_never_stops_metrics_export(receiver: testing.OtlpReceiver) -> None:
+    """After a batch size past int64, the stage's spans and metric points still arrive over OTLP, none dropped."""
+    handle = obskit.init(service_name="huge-batch", endpoint=receiver.grpc_endpoint, system_metrics=False)
+
+    @inference(model="fraud-xgb", version="3", batch_size=lambda n: n)
+    def predict(n: int) -> int:
+        return n
+
+    @inference(model="fraud-xgb", version="3")
+    def predict_set(n: int) -> int:
+        set_batch_size(n)
+        return n
+
+    predict(2**63)
+    predict_set(2**64)
+    assert handle.force_flush(5)
+    predict(3)
+    predict_set(4)
+    assert handle.force_flush(5)
+    model = {"model.name": "fraud-xgb", "model.version": "3", "model.stage": "inference"}
+    received = receiver.wait_for_metric(
+        _semconv.MODEL_BATCH_SIZE, attributes=model, predicate=lambda p: p.count == 2, timeout=10
+    )
+    assert (received.count, received.sum) == (2, 7)
+    received = receiver.wait_for_metric(
+        _semconv.MODEL_DURATION, attributes=model, predicate=lambda p: p.count == 4, timeout=10
+    )
+    spans = receiver.wait_for_spans(4, name="inference fraud-xgb", timeout=10)
+    assert sorted(str(s.attributes.get("model.batch_size")) for s in spans) == ["3", "4", "None", "None"]
+    assert {signal: stats.dropped_total for signal, stats in handle.telemetry_stats().items()} == {
+        "spans": 0,
+        "metric_points": 0,
+        "logs": 0,
+    }
+    assert handle.shutdown(5)
+
+
+def test_set_batch_size_with_a_failing_index_is_ignored(telemetry: Telemetry, caplog: pytest.LogCaptureFixture) -> None:
+    """A value whose __index__ raises is an invalid batch size like any other: ignored and logged once, never raised."""
+    _safety._reset()
+
+    class Broken:
+        def __index__(self) -> int:
+            raise ValueError("not an index")
+
+        def __repr__(self) -> str:
+            return "Broken()"
+
+    class Interrupting:
+        def __index__(self) -> int:
+            raise KeyboardInterrupt
+
+    @inference(model="fraud-xgb", version="3")
+    def predict(value: object) -> int:
+        set_batch_size(value)  # type: ignore[arg-type]
+        return 0
+
+    @inference(model="fraud-xgb", version="3", batch_size=lambda: Broken())  # type: ignore[arg-type]
+    def predict_fn() -> int:
+        return 1
+
+    with caplog.at_level(logging.WARNING, logger="obskit"):
+        assert predict(Broken()) == 0
+        assert predict(Broken()) == 0
+        assert predict_fn() == 1
+    assert _safety.internal_error_count() == 0
+    assert [dict(s.attributes or {}).get("model.batch_size") for s in telemetry.spans()] == [None] * 3
+    assert telemetry.points(_semconv.MODEL_BATCH_SIZE) == []
+    assert [r.getMessage() for r in caplog.records] == [
+        "obskit: ignoring batch size Broken(): expected a non-negative int below 2**63"
+    ]
+    with pytest.raises(KeyboardInterrupt):  # not an Exception: it reaches the caller, as from any other code
+        predict(Interrupting())
+
+
+def _stage_overflows(counts: dict[tuple[str, str], int]) -> dict[tuple[str, str], float]:
+    """The overflow counts of the stage histograms (obskit.model.active is counted per collection, left out)."""
+    return {pair: count for pair, count in counts.items() if pair[0] != _semconv.MODEL_ACTIVE}
+
+
+def test_overflow_counts_each_stage_measurement_recorded_as_other() -> None:
+    """One overflow per measurement recorded as _OTHER, per histogram; a histogram a site never records counts none."""
+
+    def sites(i: int) -> tuple[typing.Callable[[list[int]], int], typing.Callable[[], Iterator[int]]]:
+        @inference(model=f"m{i}", version="3", batch_size=len)
+        def predict(rows: list[int]) -> int:
+            if not rows:
+                raise ValueError("no rows")
+            return len(rows)
+
+        @inference(model=f"m{i}", version="3")
+        def stream() -> Iterator[int]:
+            yield 1
+
+        return predict, stream
+
+    with testing.capture_telemetry(max_label_values=1) as captured:
+        for predict, stream in map(sites, range(3)):  # m0 takes the one slot of each histogram's model.name
+            for _ in range(10):
+                predict([1, 2])
+            for _ in range(4):
+                assert list(stream()) == [1]
+            for _ in range(3):
+                with pytest.raises(ValueError, match="no rows"):
+                    predict([])
+        # m1 and m2: 10 + 4 + 3 durations each (the failures in their error.type series), 10 + 3 batch sizes (a
+        # failed call's too), 4 first outputs. No batch size for the streams, no first output for predict: nothing
+        # counted for them.
+        expected = {
+            (_semconv.MODEL_DURATION, "model.name"): 34,
+            (_semconv.MODEL_BATCH_SIZE, "model.name"): 26,
+            (_semconv.MODEL_TIME_TO_FIRST_OUTPUT, "model.name"): 8,
+        }
+        assert metrics.overflow_counts() == expected  # nothing collected yet: no obskit.model.active observation
+        other = {"model.name": _semconv.OTHER}
+        assert captured.metric(_semconv.MODEL_DURATION).count(other) == 34
+        assert captured.metric(_semconv.MODEL_DURATION).count({**other, "error.type": "ValueError"}) == 6
+        assert captured.metric(_semconv.MODEL_BATCH_SIZE).count(other) == 26
+        assert captured.metric(_semconv.MODEL_TIME_TO_FIRST_OUTPUT).count(other) == 8
+        exported = {
+            (p.attributes["obskit.metric"], p.attributes["obskit.attribute"]): p.value
+            for p in captured.metric(_semconv.CARDINALITY_OVERFLOW).points
+        }
+        assert _stage_overflows(exported) == expected
+
+
+def test_overflow_counts_each_measurement_without_traces(telemetry: Telemetry) -> None:
+    """Metrics-only calls (a plain function's lean path, a method, async) count one overflow per replaced measurement."""
+    guard = _guard.LabelGuard(max_values=1)
+    _stages.bind(
+        telemetry.tracer_provider.get_tracer("obskit"),
+        telemetry.meter_provider.get_meter("obskit"),
+        model_name=None,
+        model_version=None,
+        traces_enabled=False,
+        label_filter=lambda name, attributes: guard.instrument(name).reusable_filter(attributes, None),
+    )
+
+    @inference(model="m0", version="3", batch_size=2)
+    def first() -> int:
+        return 0
+
+    @inference(model="m1", version="3", batch_size=2)
+    def plain() -> int:
+        return 1
+
+    class Model:
+        @inference(model="m2", version="3", batch_size=2)
+        def method(self) -> int:
+            return 2
+
+    @inference(model="m3", version="3", batch_size=2)
+    async def coroutine() -> int:
+        return 3
+
+    for _ in range(5):
+        assert first() == 0
+        assert plain() == 1
+        assert Model().method() == 2
+        assert asyncio.run(coroutine()) == 3
+    assert guard.overflow_counts() == {
+        (_semconv.MODEL_DURATION, "model.name"): 15,
+        (_semconv.MODEL_BATCH_SIZE, "model.name"): 15,
+    }
+    assert [p.count for p in telemetry.points(_semconv.MODEL_DURATION)] == [5, 15]

@@ -399,7 +399,7 @@ def _build(settings: Settings, arguments: Mapping[str, Any], capture: Any = None
         model_name=settings.model_name,
         model_version=settings.model_version,
         traces_enabled=traces_on,
-        label_filter=lambda instrument, attributes: guard.filter(instrument, attributes),  # type: ignore[arg-type,return-value]
+        label_filter=lambda instrument, attributes: guard.instrument(instrument).reusable_filter(attributes, None),
         registry=stage_metrics,
         stage_spans=_stagespan.stage_spans,
     )

@@ -15,6 +15,7 @@ import functools
 import inspect
 import itertools
 import operator
+import reprlib
 import sys
 from collections.abc import AsyncGenerator, Callable, Generator, Iterator, Mapping
 from contextvars import ContextVar, Token
@@ -35,7 +36,9 @@ __all__ = ["bind", "current_registry", "inference", "postprocess", "preprocess",
 
 P = ParamSpec("P")
 R = TypeVar("R")
-LabelFilter = Callable[[str, Mapping[str, str]], Mapping[str, str]]
+LabelFilter = Callable[[str, Mapping[str, str]], tuple[Mapping[str, object], bool]]
+"""The cardinality guard: an instrument's guarded attributes, and whether they may be reused for the same attributes
+(False when the guard counted an overflow: SPEC §4 counts one per measurement, so it must run again at the next)."""
 
 
 class StageSpans(Protocol):
@@ -52,6 +55,8 @@ BatchSize = int | Callable[..., int]
 _INTERNAL: Final = SpanKind.INTERNAL
 _BATCH: Final = _semconv.ATTR_MODEL_BATCH_SIZE
 _ERROR: Final = StatusCode.ERROR
+# The largest batch size: OTLP encodes ints as int64, and one larger value would fail every later metrics export.
+_MAX_BATCH: Final = 2**63 - 1
 # Error-attribute dicts are cached per exception type; past this many types they are built per call.
 _MAX_ERROR_TYPES: Final = 32
 
@@ -120,16 +125,52 @@ class _Binding:
             bounds=_semconv.MODEL_DURATION_BUCKETS,
         )
 
-    def series(self, histogram: _aggregate.Histogram, attrs: Mapping[str, str]) -> _aggregate.Series:
-        """The series of ``attrs``, after the cardinality guard (once per site, not per call)."""
+    def series(self, histogram: _aggregate.Histogram, attrs: Mapping[str, str]) -> tuple[_aggregate.Series, bool]:
+        """The series of ``attrs`` after the cardinality guard, and whether it may be reused (see ``LabelFilter``)."""
+        guarded: Mapping[str, object] = attrs
+        reusable = True
         if self.label_filter is not None:
             try:
-                attrs = self.label_filter(histogram.name, attrs)
+                guarded, reusable = self.label_filter(histogram.name, attrs)
             except Exception as exc:
                 # A bug in the guard must not cost the span: stage attributes come from decorator arguments,
                 # so keeping them unfiltered cannot explode.
                 _internal_error("stage label filter", exc)
-        return histogram.series(attrs)
+        return histogram.series(guarded), reusable
+
+
+class _Recorder(Protocol):
+    def record(self, value: float, trace_id: int = 0, span_id: int = 0) -> None: ...
+
+
+class _Pending:
+    """A site's series before its first measurement, or for good when the guard replaced a value in it.
+
+    Resolved at the first record, not with the site: an instrument a site never records into (batch size unknown,
+    time to first output of a non-streaming stage) then counts no overflow. Once the guard accepted the attributes
+    ``store`` puts the series in its place, so later calls record straight into it; while the guard replaces a value
+    (``_OTHER``) every measurement passes the guard again and counts its overflow, as the HTTP metrics do.
+    """
+
+    __slots__ = ("attrs", "binding", "histogram", "store")
+
+    def __init__(
+        self,
+        binding: _Binding,
+        histogram: _aggregate.Histogram,
+        attrs: Mapping[str, str],
+        store: Callable[[_aggregate.Series], object] | None,
+    ) -> None:
+        self.binding = binding
+        self.histogram = histogram
+        self.attrs = attrs
+        self.store = store
+
+    def record(self, value: float, trace_id: int = 0, span_id: int = 0) -> None:
+        series, reusable = self.binding.series(self.histogram, self.attrs)
+        if reusable and self.store is not None:
+            self.store(series)
+        series.record(value, trace_id, span_id)
 
 
 def _observe_active(_options: CallbackOptions) -> Iterator[Observation]:
@@ -234,10 +275,10 @@ class _Resolved:
                 self.stage_spans = binding.stage_spans(binding.tracer, self.span_name, self.span_attrs)
             except Exception as exc:
                 _internal_error("stage spans", exc)
-        self.duration_series = binding.series(binding.duration, attrs)
-        self.batch_series = binding.series(binding.batch_size, attrs)
-        self.ttfo_series = binding.series(binding.ttfo, attrs)
-        self.error_series: dict[type[BaseException], _aggregate.Series] = {}
+        self.duration_series: _Recorder = _Pending(binding, binding.duration, attrs, self._store_duration)
+        self.batch_series: _Recorder = _Pending(binding, binding.batch_size, attrs, self._store_batch)
+        self.ttfo_series: _Recorder = _Pending(binding, binding.ttfo, attrs, self._store_ttfo)
+        self.error_series: dict[type[BaseException], _Recorder] = {}
         binding.resolved.append(self)
 
     def in_progress(self) -> int:
@@ -245,12 +286,24 @@ class _Resolved:
         ended = _aggregate.count_value(self.ended)
         return _aggregate.count_value(self.started) - ended
 
-    def series_for_error(self, exc_type: type[BaseException]) -> _aggregate.Series:
+    def _store_duration(self, series: _aggregate.Series) -> None:
+        self.duration_series = series
+
+    def _store_batch(self, series: _aggregate.Series) -> None:
+        self.batch_series = series
+
+    def _store_ttfo(self, series: _aggregate.Series) -> None:
+        self.ttfo_series = series
+
+    def series_for_error(self, exc_type: type[BaseException]) -> _Recorder:
         series = self.error_series.get(exc_type)
         if series is None:
-            qualname = exc_type.__qualname__ if len(self.error_series) < _MAX_ERROR_TYPES else _semconv.OTHER
-            series = self.binding.series(self.binding.duration, {**self.attrs, _semconv.ATTR_ERROR_TYPE: qualname})
-            if len(self.error_series) < _MAX_ERROR_TYPES:
+            cached = len(self.error_series) < _MAX_ERROR_TYPES
+            qualname = exc_type.__qualname__ if cached else _semconv.OTHER
+            attrs = {**self.attrs, _semconv.ATTR_ERROR_TYPE: qualname}
+            store = functools.partial(self.error_series.__setitem__, exc_type) if cached else None
+            series = _Pending(self.binding, self.binding.duration, attrs, store)
+            if cached:
                 self.error_series[exc_type] = series
         return series
 
@@ -311,19 +364,43 @@ def _internal_error(where: str, exc: Exception) -> None:
 
 
 def _as_batch(value: object) -> int | None:
-    """A batch size as a non-negative int, or None (logged once) for anything else."""
-    if type(value) is int and value >= 0:
+    """A batch size as an int from 0 to ``_MAX_BATCH``, or None (logged once) for anything else."""
+    # "not value >> 63" is "0 <= value <= _MAX_BATCH" in as many bytecodes as "value >= 0" (per call: batch_size=len).
+    if type(value) is int and not value >> 63:
         return value
     if not isinstance(value, bool):
         try:
             n = operator.index(value)  # type: ignore[arg-type]  # numpy integers and friends
-        except TypeError:
+        except Exception:  # not an integer (TypeError), or an __index__ that fails: invalid like any other value
             pass
         else:
-            if n >= 0:
+            if not n >> 63:
                 return n
-    _safety.log_once("stages.batch_size", "obskit: ignoring batch size %r: expected a non-negative int", value)
+    _safety.log_once(
+        "stages.batch_size",
+        "obskit: ignoring batch size %r: expected a non-negative int below 2**63",
+        _Shown(value),
+    )
     return None
+
+
+class _Shown:
+    """A value in a log message: a bounded repr, made only if the message is logged, that never raises."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        try:
+            return _REPR.repr(self.value)
+        except Exception:  # a failing __repr__, an int too long for repr()
+            return f"<{type(self.value).__qualname__}>"
+
+
+_REPR: Final = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 80
 
 
 def _batch_of(batch_fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> int | None:
@@ -855,8 +932,11 @@ def _check_args(stage: str, model: object, version: object, batch_size: object) 
             raise TypeError(f"{_spelled(stage)}: {arg}= must be a non-empty string, got {value!r}")
     if batch_size is None or callable(batch_size):
         return
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 0:
-        raise TypeError(f"{_spelled(stage)}: batch_size= must be a non-negative int or a callable, got {batch_size!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 0 <= batch_size <= _MAX_BATCH:
+        raise TypeError(
+            f"{_spelled(stage)}: batch_size= must be a non-negative int below 2**63 or a callable, "
+            f"got {_Shown(batch_size)!r}"
+        )
 
 
 def _make_decorator(
@@ -909,7 +989,9 @@ def stage(
         model: ``model.name``. Default: ``OBSKIT_MODEL_NAME``, else the function's ``__name__``.
         version: ``model.version``. Default: ``OBSKIT_MODEL_VERSION``, else ``"unknown"``.
         batch_size: An int, or a callable called with the call's arguments (``self``/``cls``
-            excluded) that returns the number of items. :func:`set_batch_size` overrides it.
+            excluded) that returns the number of items. :func:`set_batch_size` overrides it. Either
+            is a non-negative int below 2**63 (OTLP's int64); a callable's other answers are ignored and
+            logged once.
 
     Returns:
         A decorator that keeps the function's type.
@@ -1058,7 +1140,8 @@ def set_batch_size(n: int) -> None:
     from ``asyncio.to_thread`` (their context is copied from the call's).
 
     Args:
-        n: The number of items, a non-negative int. Anything else is ignored and logged once.
+        n: The number of items, a non-negative int below 2**63 (OTLP's int64). Anything else is ignored
+            and logged once, never raised.
 
     Example:
         ```python
