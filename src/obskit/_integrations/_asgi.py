@@ -32,6 +32,9 @@ streams (names, units, scope, attribute sets, buckets). Known, deliberate differ
 - ``http.server.response.body.size`` is recorded only when this response has a ``Content-Length`` (contrib keeps
   the last value seen on the middleware instance and records it again for later responses without one);
 - no ``BackgroundTask {name}`` spans (contrib patches ``BackgroundTask.__call__`` process-wide);
+- a request to an instrumented app mounted in another is counted once, by the outer app under the mount's route
+  (contrib counts it twice: under the mount's route and under the sub-app's); the sub-app's span is INTERNAL as
+  contrib's;
 - the route comes from Starlette's own match (a request answered by a middleware before routing, such as an auth
   401 or a CORS preflight, is matched as contrib matches every request); a sampler sees the provisional name
   ``{METHOD}`` (the route is known only after routing).
@@ -118,6 +121,8 @@ def _name_of(span: Any) -> Any:
 
 
 _EMPTY: Final = Context()
+# A scope key (ASGI extensions are namespaced keys): set by the outermost request obskit measures.
+_SERVED: Final = "obskit.served"
 
 
 class _Histogram:
@@ -474,7 +479,13 @@ class _Request:
                 span = tracer.start_span(self.name, parent, kind, attributes)
             self.span = span
             self.token = attach_context(with_span(span, parent))
-        self.active = middleware._instruments.active.up((self.method, self.scheme), self._active_attributes)
+        if _SERVED in scope:
+            # An app obskit instruments, mounted in another it instruments: the outer request counts it, once
+            # (contrib counts it twice, under the mount's route and the sub-app's).
+            self.active = None
+        else:
+            scope[_SERVED] = True
+            self.active = middleware._instruments.active.up((self.method, self.scheme), self._active_attributes)
 
     def _active_attributes(self) -> dict[str, Any]:
         attributes: dict[str, Any] = {"http.request.method": self.method}
@@ -706,15 +717,17 @@ class _Request:
                 route = self._name_span()
                 if route and span is not INVALID_SPAN:
                     span.set_attribute("http.route", route)
-            self.middleware._instruments.record(
-                (self.method, self.scheme, self.protocol, self.route, self.status, self.error_type),
-                self._metric_attributes,
-                span,
-                duration,
-                self.response_length,
-                self.content_length,
-            )
-            self.active.down()
+            active = self.active
+            if active is not None:
+                self.middleware._instruments.record(
+                    (self.method, self.scheme, self.protocol, self.route, self.status, self.error_type),
+                    self._metric_attributes,
+                    span,
+                    duration,
+                    self.response_length,
+                    self.content_length,
+                )
+                active.down()
         finally:
             if self.token is not None:
                 detach_context(self.token)
