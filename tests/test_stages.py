@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 import traceback
@@ -1591,3 +1592,41 @@ def test_overflow_counts_each_measurement_without_traces(telemetry: Telemetry) -
         (_semconv.MODEL_BATCH_SIZE, "model.name"): 15,
     }
     assert [p.count for p in telemetry.points(_semconv.MODEL_DURATION)] == [5, 15]
+
+
+def test_async_work_behind_a_sync_wrapper_or_an_async_call_is_timed_whole() -> None:
+    """A sync functools.wraps wrapper around a coroutine function, and an object with an async __call__, return
+    the coroutine that is the work: the stage span is still open while it runs (it ended at its creation)."""
+    from obskit.testing import capture_telemetry
+
+    def retry(fn: Any) -> Any:
+        @functools.wraps(fn)
+        def call(*args: Any) -> Any:
+            return fn(*args)
+
+        return call
+
+    with capture_telemetry() as telemetry:
+        seen_open: list[bool] = []
+
+        @obskit.inference(model="wrapped")
+        @retry
+        async def wrapped(x: int) -> int:
+            await asyncio.sleep(0)
+            seen_open.append(not telemetry.spans())
+            return x + 1
+
+        class Scorer:
+            async def __call__(self, x: int) -> int:
+                await asyncio.sleep(0)
+                seen_open.append(not telemetry.spans())
+                return x * 2
+
+        scorer = obskit.inference(model="scorer")(Scorer())
+        assert asyncio.run(wrapped(1)) == 2
+        assert asyncio.run(scorer(3)) == 6
+        assert seen_open == [True, False]  # the second ran after the first span had ended
+        assert [s.name for s in telemetry.spans()] == ["inference wrapped", "inference scorer"]
+        telemetry.clear()
+        assert asyncio.run(scorer(4)) == 8
+        assert seen_open[-1] is True

@@ -901,7 +901,7 @@ def _decorate(
     site = _Site(stage, model, version, cast("BatchSize | None", batch_size), func_name)
     if inspect.isasyncgenfunction(target):
         wrapper = _async_gen_wrapper(site)
-    elif inspect.iscoroutinefunction(target):
+    elif inspect.iscoroutinefunction(target) or _async_underneath(target):
         wrapper = _async_wrapper(site)
     elif inspect.isgeneratorfunction(target):
         wrapper = _gen_wrapper(site)
@@ -923,6 +923,20 @@ def _decorate(
             return _plain_sync(site, target)
         wrapper = _sync_wrapper(site)
     return wrapt.FunctionWrapper(func, wrapper)
+
+
+def _async_underneath(target: Any) -> bool:
+    """Whether a sync callable's call returns a coroutine that is the work.
+
+    That is a sync ``functools.wraps`` wrapper around a coroutine function, or an object whose ``__call__`` is
+    ``async def``. Timed as async (awaiting what the call returns), or the stage would end before the work starts.
+    """
+    if not (inspect.isfunction(target) or inspect.ismethod(target)):
+        return inspect.iscoroutinefunction(getattr(type(target), "__call__", None))  # noqa: B004 (the method itself)
+    try:
+        return inspect.iscoroutinefunction(inspect.unwrap(target))
+    except ValueError:  # a __wrapped__ cycle
+        return False
 
 
 def _check_args(stage: str, model: object, version: object, batch_size: object) -> None:
