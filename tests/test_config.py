@@ -61,9 +61,12 @@ def test_milliseconds_in_env_seconds_in_arguments():
     [
         (
             {"OTEL_EXPORTER_OTLP_TIMEOUT": "soon"},
-            "OTEL_EXPORTER_OTLP_TIMEOUT='soon': expected an integer >= 0 (milliseconds)",
+            "OTEL_EXPORTER_OTLP_TIMEOUT='soon': expected an integer between 0 and 3600000 (milliseconds)",
         ),
-        ({"OTEL_EXPORTER_OTLP_TIMEOUT": "-5"}, "OTEL_EXPORTER_OTLP_TIMEOUT='-5': expected an integer >= 0"),
+        (
+            {"OTEL_EXPORTER_OTLP_TIMEOUT": "-5"},
+            "OTEL_EXPORTER_OTLP_TIMEOUT='-5': expected an integer between 0 and 3600000",
+        ),
         (
             {"OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "1.5x"},
             "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT='1.5x': expected an integer",
@@ -174,7 +177,7 @@ def test_bad_environment_value_names_variable_value_and_accepted(env: dict[str, 
     [
         ({"protocol": "bogus"}, "init(protocol=...)='bogus': expected one of 'grpc', 'http/protobuf'"),
         ({"sampler_arg": 2}, "init(sampler_arg=...)=2: expected a number between 0 and 1"),
-        ({"timeout": "slow"}, "init(timeout=...)='slow': expected a number >= 0 (seconds)"),
+        ({"timeout": "slow"}, "init(timeout=...)='slow': expected a number between 0 and 3600 (seconds)"),
         ({"max_label_values": True}, "init(max_label_values=...)=True: expected an integer"),
         ({"resource_attributes": {"team": 3}}, "init(resource_attributes=...)={'team': 3}: expected a mapping"),
     ],
@@ -424,3 +427,17 @@ def test_a_quantifier_cut_by_the_list_comma_is_refused():
     assert load_settings({"OBSKIT_EXCLUDED_URLS": "^/a{2},^/b"}).values["excluded_urls"] == ("^/a{2}", "^/b")
     listed = load_settings({}, excluded_urls=["^/v[0-9]{1,3}/status$"]).values["excluded_urls"]
     assert listed == ("^/v[0-9]{1,3}/status$",)
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"OTEL_EXPORTER_OTLP_TIMEOUT": "99999999999999"}, "expected an integer between 0 and 3600000 (milliseconds)"),
+        ({"OTEL_RESOURCE_ATTRIBUTES": "team=ml,k=%ZZ"}, "entry 2 has a '%' that does not start a percent-encoded"),
+        ({"OTEL_RESOURCE_ATTRIBUTES": "k=%E2%82"}, "entry 1 does not decode to UTF-8"),
+    ],
+)
+def test_values_the_exporters_or_the_specification_refuse_fail_at_init(env: dict[str, str], expected: str):
+    """A timeout the HTTP exporter cannot use, and resource attributes the specification says to discard."""
+    assert expected in _error(env)
+    assert load_settings({"OTEL_RESOURCE_ATTRIBUTES": "a=b%20c,d=%C3%A9"}).resource_attributes == {"a": "b c", "d": "é"}

@@ -64,11 +64,15 @@ def _number(
 ) -> Callable[[Any], Any]:
     """A number in [low, high]; ``scale`` converts the variable's unit (ms) to the setting's (s)."""
     what = "an integer" if kind is int else "a number"
+
+    def shown(bound: float) -> str:
+        return str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
+
     bounds = ""
     if low is not None and high is not None:
-        bounds = f" between {low:g} and {high:g}"
+        bounds = f" between {shown(low)} and {shown(high)}"
     elif low is not None:
-        bounds = f" >= {low:g}"
+        bounds = f" >= {shown(low)}"
     accepted = f"expected {what}{bounds}{unit}"
 
     def parse(value: Any) -> Any:
@@ -117,7 +121,10 @@ def _bytes(value: Any) -> int:
     return number
 
 
-def _key_values(what: str) -> Callable[[Any], dict[str, str]]:
+_BAD_PERCENT: Final = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def _key_values(what: str, *, strict: bool = False) -> Callable[[Any], dict[str, str]]:
     """``key1=value1,key2=value2`` with percent-encoded values (W3C baggage octets), as OTel specifies."""
 
     def parse(value: Any) -> dict[str, str]:
@@ -134,7 +141,16 @@ def _key_values(what: str) -> Callable[[Any], dict[str, str]]:
             key, sep, val = item.partition("=")
             if not sep or not key.strip():
                 raise ValueError(f"entry {position} is not key=value; expected comma-separated key=value pairs")
-            result[unquote(key.strip())] = unquote(val.strip())
+            if strict:
+                # The specification: an invalid percent-encoding discards the whole value; obskit fails instead.
+                if _BAD_PERCENT.search(item):
+                    raise ValueError(f"entry {position} has a '%' that does not start a percent-encoded byte (%XX)")
+                try:
+                    result[unquote(key.strip(), errors="strict")] = unquote(val.strip(), errors="strict")
+                except UnicodeDecodeError:
+                    raise ValueError(f"entry {position} does not decode to UTF-8") from None
+            else:
+                result[unquote(key.strip())] = unquote(val.strip())
         return result
 
     return parse
@@ -277,12 +293,17 @@ class Setting:
 _PROTOCOLS: Final = ("grpc", "http/protobuf")
 
 
-def _ms() -> Callable[[Any], Any]:
+def _ms(high: float | None = None) -> Callable[[Any], Any]:
     """A duration variable in milliseconds, held in seconds."""
-    return _number(kind=int, low=0, scale=0.001, unit=" (milliseconds)")
+    return _number(kind=int, low=0, high=high, scale=0.001, unit=" (milliseconds)")
+
+
+# An export timeout past an hour is a mistake (a unit slip); past ~1e12 ms the HTTP exporter fails every export.
+_timeout_ms = _ms(high=3_600_000)
 
 
 _seconds = _number(kind=float, low=0.0, unit=" (seconds)")
+_timeout_seconds = _number(kind=float, low=0.0, high=3600.0, unit=" (seconds)")
 
 
 def _signal_settings() -> list[Setting]:
@@ -299,7 +320,7 @@ def _signal_settings() -> list[Setting]:
             Setting(f"{signal}_headers", f"OTEL_EXPORTER_OTLP_{upper}_HEADERS", _headers, None,
                     "key=value list", f"Extra headers for {signal} export; values are secret.",
                     "x-tenant=ml", secret=True, argument=False),
-            Setting(f"{signal}_timeout", f"OTEL_EXPORTER_OTLP_{upper}_TIMEOUT", _ms(), None,
+            Setting(f"{signal}_timeout", f"OTEL_EXPORTER_OTLP_{upper}_TIMEOUT", _timeout_ms, None,
                     "milliseconds", f"Export timeout for {signal}; defaults to OTEL_EXPORTER_OTLP_TIMEOUT.",
                     "5000", argument=False),
         ]  # fmt: skip
@@ -316,7 +337,8 @@ SETTINGS_TABLE: Final[tuple[Setting, ...]] = (
             "The service.version resource attribute.", "1.4.2"),
     Setting("environment", "OBSKIT_ENVIRONMENT", _str, None, "string",
             "The deployment.environment.name resource attribute.", "production"),
-    Setting("resource_attributes", "OTEL_RESOURCE_ATTRIBUTES", _key_values("attribute"), {}, "key=value list",
+    Setting("resource_attributes", "OTEL_RESOURCE_ATTRIBUTES", _key_values("attribute", strict=True), {},
+            "key=value list",
             "Extra resource attributes, percent-encoded values.", "k8s.namespace.name=ml,team=fraud"),
     Setting("traces_exporter", "OTEL_TRACES_EXPORTER", _choice("otlp", "console", "none"), "otlp", "enum",
             "Where spans go.", "none"),
@@ -333,8 +355,8 @@ SETTINGS_TABLE: Final[tuple[Setting, ...]] = (
     Setting("headers", "OTEL_EXPORTER_OTLP_HEADERS", _headers, {}, "key=value list",
             "Headers sent with every export (API keys); values are secret and never printed.",
             "authorization=Bearer%20abc", secret=True),
-    Setting("timeout", "OTEL_EXPORTER_OTLP_TIMEOUT", _ms(), 10.0, "milliseconds",
-            "Timeout of one export request (the argument is in seconds).", "10000", parse_arg=_seconds),
+    Setting("timeout", "OTEL_EXPORTER_OTLP_TIMEOUT", _timeout_ms, 10.0, "milliseconds",
+            "Timeout of one export request (the argument is in seconds).", "10000", parse_arg=_timeout_seconds),
     Setting("compression", "OTEL_EXPORTER_OTLP_COMPRESSION", _choice("gzip", "none"), "none", "enum",
             "Compression of export requests.", "gzip"),
     Setting("certificate", "OTEL_EXPORTER_OTLP_CERTIFICATE", _path, None, "path",
@@ -354,8 +376,8 @@ SETTINGS_TABLE: Final[tuple[Setting, ...]] = (
     Setting("metric_export_interval", "OTEL_METRIC_EXPORT_INTERVAL", _number(kind=int, low=100, scale=0.001,
             unit=" (milliseconds)"), 60.0, "milliseconds", "Interval between metric exports (argument in seconds).",
             "15000", parse_arg=_number(kind=float, low=0.1, unit=" (seconds)")),
-    Setting("metric_export_timeout", "OTEL_METRIC_EXPORT_TIMEOUT", _ms(), 30.0, "milliseconds",
-            "Timeout of one metric collection and export.", "30000", parse_arg=_seconds),
+    Setting("metric_export_timeout", "OTEL_METRIC_EXPORT_TIMEOUT", _timeout_ms, 30.0, "milliseconds",
+            "Timeout of one metric collection and export.", "30000", parse_arg=_timeout_seconds),
     Setting("bsp_schedule_delay", "OTEL_BSP_SCHEDULE_DELAY", _ms(), 5.0, "milliseconds",
             "Delay between two span batch exports.", "1000", parse_arg=_seconds),
     Setting("bsp_max_queue_size", "OTEL_BSP_MAX_QUEUE_SIZE", _number(kind=int, low=1), 2048, "int",
