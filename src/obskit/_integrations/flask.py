@@ -72,6 +72,7 @@ def uninstrument(app: Any, middleware: str) -> None:
 
 _EXCHANGE_KEY = "obskit.exchange"
 _ROUTE_KEY = "obskit.route"
+_STREAM_KEY = "obskit.stream"
 
 
 def _instrument_lean(app: Any, tracer_provider: Any, meter_provider: Any, excluded_urls: tuple[str, ...]) -> None:
@@ -81,14 +82,17 @@ def _instrument_lean(app: Any, tracer_provider: Any, meter_provider: Any, exclud
     ``request_started`` signal, the before-request hooks and the view; an exception escaping it is the one
     Flask answers with a 500 (what contrib's teardown hook sees). A wrapper there is cheaper than a
     before-request plus a teardown hook (each goes through Flask's ``ensure_sync``), and the span stays current
-    until ``wsgi_app`` returns, so Flask's own "Exception on ..." log record carries the trace id.
+    until ``wsgi_app`` returns, so Flask's own "Exception on ..." log record carries the trace id. The dispatch
+    wrapper also sees the finalized Response: a streamed one is noted in the environ, and the request then ends
+    when the server has read the body (``Middleware.stream``), not when ``wsgi_app`` returns.
 
     With no tracer (metrics only) ``wsgi_app`` is ``Middleware.metrics_only``'s, and the dispatch wrapper only
-    leaves the route in the environ for it.
+    leaves the route (and the streamed-body mark) in the environ for it.
     """
     import flask
     from opentelemetry.instrumentation._semconv import _get_schema_url, _StabilityMode
     from opentelemetry.instrumentation.flask.version import __version__ as contrib_version
+    from werkzeug.wsgi import ClosingIterator
 
     from ._wsgi import Middleware, internal_error
 
@@ -102,7 +106,7 @@ def _instrument_lean(app: Any, tracer_provider: Any, meter_provider: Any, exclud
         settings.query,
         settings.headers,
     )
-    begin, enter, finish = middleware.begin, middleware.enter, middleware.finish
+    begin, enter, finish, stream = middleware.begin, middleware.enter, middleware.finish, middleware.stream
     wsgi_app = app.wsgi_app
     dispatch = app.full_dispatch_request
     current_request = flask.request._get_current_object  # type: ignore[attr-defined]
@@ -111,6 +115,7 @@ def _instrument_lean(app: Any, tracer_provider: Any, meter_provider: Any, exclud
     request_context = getattr(getattr(flask, "globals", None), "_cv_request", None)
     get_request_context = request_context.get if request_context is not None else None
     tracer = middleware.tracer
+    in_memory = ClosingIterator  # the body class of a response made by running a WSGI app: an HTTPException's
 
     def obskit_wsgi_app(environ: dict[str, Any], start_response: Any) -> Any:
         exchange = begin(environ, start_response)
@@ -122,6 +127,8 @@ def _instrument_lean(app: Any, tracer_provider: Any, meter_provider: Any, exclud
         except BaseException as exc:
             finish(exchange, exc)
             raise
+        if _STREAM_KEY in environ:  # a streamed body: the request ends once the server has read it, not here
+            return stream(exchange, result, environ)
         finish(exchange, None)
         return result
 
@@ -137,14 +144,24 @@ def _instrument_lean(app: Any, tracer_provider: Any, meter_provider: Any, exclud
         except Exception:
             internal_error("flask dispatch")
         try:
-            return dispatch()
+            response = dispatch()
         except Exception as exc:
             if not app.should_ignore_error(exc):
                 exchange.error = exc
             raise
+        try:
+            # werkzeug keeps a buffered body as a list; anything else (a generator, stream_with_context, a file)
+            # is sent after wsgi_app returns: note it for obskit_wsgi_app (Response.is_streamed costs a call). An
+            # HTTPException (abort(404), a 405) comes as the ClosingIterator of its in-memory body: not a stream.
+            if response.response.__class__ is not list and response.response.__class__ is not in_memory:
+                environ[_STREAM_KEY] = True
+        except Exception:
+            internal_error("flask dispatch")
+        return response
 
     def obskit_route_dispatch_request() -> Any:
-        # Metrics only: the route is all there is to note, for middleware.metrics_only() to read in the environ.
+        # Metrics only: the route, and whether the body is streamed, for middleware.metrics_only() to read in
+        # the environ.
         try:
             request = get_request_context().request if get_request_context is not None else current_request()
             rule = request.url_rule
@@ -152,12 +169,19 @@ def _instrument_lean(app: Any, tracer_provider: Any, meter_provider: Any, exclud
                 request.environ[_ROUTE_KEY] = rule.rule
         except Exception:
             internal_error("flask dispatch")
-        return dispatch()
+            return dispatch()
+        response = dispatch()
+        try:  # as in obskit_full_dispatch_request
+            if response.response.__class__ is not list and response.response.__class__ is not in_memory:
+                request.environ[_STREAM_KEY] = True
+        except Exception:
+            internal_error("flask dispatch")
+        return response
 
     app._original_wsgi_app = wsgi_app
     app._obskit_original_full_dispatch_request = dispatch
     if tracer is None:
-        app.wsgi_app = middleware.metrics_only(wsgi_app, _ROUTE_KEY)
+        app.wsgi_app = middleware.metrics_only(wsgi_app, _ROUTE_KEY, _STREAM_KEY)
         app.full_dispatch_request = obskit_route_dispatch_request
     else:
         app.wsgi_app = obskit_wsgi_app
