@@ -650,6 +650,7 @@ class Middleware:
             return Stream(iterable, None, self._end_metrics, method, scheme, protocol, route, seen, active, t0)
         except Exception:
             internal_error("wsgi stream")
+            self._end_metrics(method, scheme, protocol, route, seen, active, t0, None)  # never left active
             return iterable
 
     def stream(self, exchange: Exchange, iterable: Any, environ: Mapping[str, Any]) -> Any:
