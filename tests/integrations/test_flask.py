@@ -291,3 +291,24 @@ def test_stream_under_gunicorn(receiver: OtlpReceiver, tmp_path: Path) -> None:
             timeout=10,
             attributes={"http.route": "/fail", "http.response.status_code": 200, "error.type": "RuntimeError"},
         )
+
+
+def test_an_app_wrapped_after_instrumentation_keeps_its_wrapper_when_init_runs_again() -> None:
+    """A later init() moves instrumented apps to its providers, except one whose wsgi_app was wrapped after obskit's
+    (restoring the original would drop the user's ProxyFix): that one warns and keeps its wrapper."""
+    import warnings
+
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
+    from obskit.exceptions import ObskitWarning
+
+    with capture_telemetry():
+        app = Flask("wrapped")
+        app.wsgi_app = ProxyFix(app.wsgi_app)  # type: ignore[method-assign]
+        proxied = app.wsgi_app
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with capture_telemetry():
+            assert app.wsgi_app is proxied
+    assert [w.category for w in caught] == [ObskitWarning]
+    assert "its wsgi_app was wrapped after obskit instrumented it" in str(caught[0].message)

@@ -65,7 +65,15 @@ def _instrument(app: Any, framework: str, target: Target) -> bool:
     if previous is not None:
         if previous[1] is target:
             return False
-        _integration(framework).uninstrument(app, previous[1].middleware)
+        if not _integration(framework).uninstrument(app, previous[1].middleware):
+            del _instrumented[app]  # left as it is, for good: warned once
+            warn_once(
+                f"reinstrument:{id(app)}",
+                f"obskit: {type(app).__name__} app {getattr(app, 'name', '')!r} keeps the providers of the earlier "
+                "init(): its wsgi_app was wrapped after obskit instrumented it. Create the app (or wrap it) after "
+                "init() to have it report to the new one.",
+            )
+            return False
         del _instrumented[app]
     elif getattr(app, "_is_instrumented_by_opentelemetry", False):  # instrumented by contrib, outside obskit
         return False

@@ -61,7 +61,7 @@ def instrument(
     _flush_at_signalled_shutdown(app)
 
 
-def uninstrument(app: Any, middleware: str) -> None:
+def uninstrument(app: Any, middleware: str) -> bool:
     """Undo :func:`instrument` (to instrument ``app`` again for another ``init()``)."""
     if middleware == "obskit":
         original = app.__dict__.pop("_obskit_original_build_middleware_stack", None)
@@ -69,11 +69,12 @@ def uninstrument(app: Any, middleware: str) -> None:
             app.build_middleware_stack = original
         app.middleware_stack = None  # rebuilt at the next request
         app._is_instrumented_by_opentelemetry = False
-        return
+        return True
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
     FastAPIInstrumentor.uninstrument_app(app)
     app.middleware_stack = None
+    return True
 
 
 def _contrib_scope() -> tuple[str, str | None]:

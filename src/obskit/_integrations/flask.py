@@ -36,6 +36,7 @@ def instrument(
         raise IntegrationUnavailable(f"Flask instrumentation is not installed: {HINT}") from None
     if middleware == "obskit":
         _instrument_lean(app, tracer_provider, meter_provider, excluded_urls)
+        app._obskit_wsgi_app = app.wsgi_app  # what uninstrument() may undo
         return
     force_stable_http_semconv()
     # contrib adds before/teardown-request hooks, which Flask refuses once the app has served a request (an app
@@ -54,20 +55,29 @@ def instrument(
         )
     finally:
         app._got_first_request = started
+    app._obskit_wsgi_app = app.wsgi_app
 
 
-def uninstrument(app: Any, middleware: str) -> None:
-    """Undo :func:`instrument` (to instrument ``app`` again for another ``init()``)."""
+def uninstrument(app: Any, middleware: str) -> bool:
+    """Undo :func:`instrument` (to instrument ``app`` again for another ``init()``); False if it cannot.
+
+    It cannot once something wrapped ``app.wsgi_app`` after obskit did (``ProxyFix``, say): restoring the original
+    would drop that wrapper.
+    """
+    if app.__dict__.get("wsgi_app") is not app.__dict__.get("_obskit_wsgi_app"):
+        return False
+    del app._obskit_wsgi_app
     if middleware == "obskit":
         app.wsgi_app = app.__dict__.pop("_original_wsgi_app", app.wsgi_app)
         dispatch = app.__dict__.pop("_obskit_original_full_dispatch_request", None)
         if dispatch is not None:
             app.full_dispatch_request = dispatch
         app._is_instrumented_by_opentelemetry = False
-        return
+        return True
     from opentelemetry.instrumentation.flask import FlaskInstrumentor
 
     FlaskInstrumentor.uninstrument_app(app)  # type: ignore[no-untyped-call]
+    return True
 
 
 _EXCHANGE_KEY = "obskit.exchange"
