@@ -19,8 +19,18 @@ def vector(*values: float | str, labels: dict[str, str] | None = None) -> Answer
 
 
 @contextmanager
-def fake_prometheus(answer: Callable[[str], Answer]) -> Iterator[tuple[str, list[str]]]:
-    """Serve /api/v1/query on 127.0.0.1:<free port>; yields the base URL and the list of queries received."""
+def fake_prometheus(
+    answer: Callable[[str], Answer],
+    *,
+    prefix: str = "",
+    requests: list[tuple[str, str | None]] | None = None,
+    redirect: bool = False,
+) -> Iterator[tuple[str, list[str]]]:
+    """Serve <prefix>/api/v1/query on 127.0.0.1:<free port>; yields the base URL and the list of queries received.
+
+    ``requests``, if given, receives each request's path (with its query string) and Authorization header.
+    ``redirect``: the answer's body is headers (``{"Location": ...}``) for a bodiless 3xx response.
+    """
     queries: list[str] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -29,7 +39,17 @@ def fake_prometheus(answer: Callable[[str], Answer]) -> Iterator[tuple[str, list
             form = urllib.parse.parse_qs(self.rfile.read(length).decode())
             query = form["query"][0]
             queries.append(query)
-            status, body = answer(query) if self.path == "/api/v1/query" else (404, {"error": "not found"})
+            if requests is not None:
+                requests.append((self.path, self.headers.get("Authorization")))
+            path = urllib.parse.urlsplit(self.path).path
+            status, body = answer(query) if path == f"{prefix}/api/v1/query" else (404, {"error": "not found"})
+            if redirect:
+                self.send_response(status)
+                for name, value in body.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             payload = json.dumps(body).encode() if not isinstance(body, bytes) else body
             self.send_response(status)
             self.send_header("Content-Type", "application/json")

@@ -147,7 +147,13 @@ class Traffic:
 class Prometheus:
     """A real Prometheus (Debian's package) scraping ``services`` every second, evaluating ``rule_files``."""
 
-    def __init__(self, services: Sequence[Service], rule_files: Sequence[Path], workdir: Path) -> None:
+    def __init__(
+        self,
+        services: Sequence[Service],
+        rule_files: Sequence[Path],
+        workdir: Path,
+        scrape_configs: Sequence[dict[str, Any]] = (),
+    ) -> None:
         if not shutil.which(PROMETHEUS) and not Path(PROMETHEUS).exists():
             pytest.fail(
                 "prometheus not found: install Debian's prometheus package (bash scripts/install-system-deps.sh)"
@@ -159,7 +165,8 @@ class Prometheus:
             "rule_files": [str(p) for p in rule_files],
             "scrape_configs": [
                 {"job_name": s.job, "static_configs": [{"targets": [f"127.0.0.1:{s.metrics_port}"]}]} for s in services
-            ],
+            ]
+            + list(scrape_configs),
         }
         config_path = workdir / "prometheus.yml"
         config_path.write_text(yaml.safe_dump(config))

@@ -2,8 +2,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
+from obskit.exceptions import ConfigError
 from obskit.slo import load_slo_file
 from obskit.slo._argo import build_analysis_template, render_analysis_template
 from obskit.slo._model import parse_selector
@@ -65,3 +67,26 @@ def test_options_and_yaml_output() -> None:
     assert doc == build_analysis_template(
         slo, interval="30s", count=10, failure_limit=0, name="Iris_Canary", prometheus="http://prom:9090"
     )
+
+
+def test_interval_must_be_a_go_duration() -> None:
+    """Argo parses interval with Go's time.ParseDuration: d, w and y are rejected, the query window keeps them."""
+    slo = load_slo_file(EXAMPLE)
+    for bad in ("1d", "1w", "1y", "1h1d"):
+        with pytest.raises(ConfigError, match=f"--interval '{bad}': Argo Rollouts reads this field with Go's"):
+            build_analysis_template(slo, interval=bad)
+    doc = build_analysis_template(slo, interval="24h", window="1d")
+    assert {m["interval"] for m in doc["spec"]["metrics"]} == {"24h"}
+    assert all("[1d]" in m["provider"]["prometheus"]["query"] for m in doc["spec"]["metrics"])
+
+
+def test_selector_names_the_template() -> None:
+    """A template for a non-default selector gets its own name (and says which series), so both can coexist."""
+    slo = load_slo_file(EXAMPLE)
+    main = build_analysis_template(slo)
+    canary = build_analysis_template(slo, override=parse_selector('job="canary"'))
+    assert main["metadata"]["name"] == "iris-classifier-slo"
+    assert "annotations" not in main["metadata"]
+    assert canary["metadata"]["name"] == "iris-classifier-slo-job-canary"
+    assert canary["metadata"]["annotations"] == {"obskit.dev/slo-selector": 'job="canary"'}
+    assert build_analysis_template(slo, override=parse_selector('job="canary"'), name="x")["metadata"]["name"] == "x"

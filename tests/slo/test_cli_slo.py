@@ -94,6 +94,19 @@ def test_gate_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
         (["slo", "render", "missing.yaml"], "obskit: error: SLO file missing.yaml: cannot be read"),
         (["slo", "render", EXAMPLE, "--selector", "job=x"], "obskit: error: --selector 'job=x': not a list of PromQL"),
         (["slo", "argo", EXAMPLE, "--window", "5"], "obskit: error: --window '5': not a PromQL duration"),
+        (["slo", "argo", EXAMPLE, "--interval", "1d"], "obskit: error: --interval '1d': Argo Rollouts reads this"),
+        (
+            ["gate", "--prometheus", "http://127.0.0.1:1", EXAMPLE, "--selector", 'job="\\q"'],
+            'obskit: error: --selector \'job="\\\\q"\': the value "\\q" of job: unknown escape sequence \\q; expected',
+        ),
+        (
+            ["slo", "render", EXAMPLE, "--selector", 'job=~"("'],
+            'obskit: error: --selector \'job=~"("\': the value "(" of job: the regex does not compile',
+        ),
+        (
+            ["gate", "--prometheus", "http://127.0.0.1:abc", EXAMPLE],
+            "obskit: error: --prometheus 'http://127.0.0.1:abc'",
+        ),
         (["gate", "--prometheus", "localhost:9090", EXAMPLE], "obskit: error: --prometheus 'localhost:9090'"),
         (["gate", "--prometheus", "http://x", EXAMPLE, "--timeout", "0"], "obskit: error: --timeout 0.0"),
         (["dashboard", "--slo", "missing.yaml"], "obskit: error: SLO file missing.yaml: cannot be read"),
@@ -175,3 +188,16 @@ def test_python_dash_m_and_lazy_imports() -> None:
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert result.stdout.splitlines()[-1] == "0 []"
+
+
+def test_non_utf8_slo_file_exits_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A non-UTF-8 SLO file is a configuration error (exit 2), not a UnicodeDecodeError traceback."""
+    bad = tmp_path / "slo.yaml"
+    bad.write_bytes(b"\xff\xfe")
+    for argv in (["slo", "render", str(bad)], ["slo", "argo", str(bad)], ["dashboard", "--slo", str(bad)]):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert (
+            err
+            == f"obskit: error: SLO file {bad}: not UTF-8 text (byte 0xff at offset 0); expected a YAML file saved as UTF-8\n"
+        )

@@ -47,6 +47,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     canary = dataclasses.replace(slo, service=ERRORS, selector=(Matcher("job", "=", f'"{ERRORS}"'),))
     canary_rules = workdir / "canary-rules.yaml"
     canary_rules.write_text(render_rules(canary))
+    # And the service's own objectives rendered for the canary's series (`slo render --selector`), the usual way.
+    selector_rules = workdir / "selector-rules.yaml"
+    selector_rules.write_text(render_rules(slo, parse_selector(f'job="{ERRORS}"')))
 
     services: dict[str, Service] = {}
     traffic = Traffic()
@@ -55,7 +58,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         services[HEALTHY] = start_service(HEALTHY, workdir)
         services[ERRORS] = start_service(ERRORS, workdir, IRIS_FAIL_EVERY="20")  # 5% of inferences raise: 500
         services[SLOW] = start_service(SLOW, workdir, IRIS_INFERENCE_DELAY="0.3")  # above the 0.25s threshold
-        prometheus = Prometheus(list(services.values()), [rules, canary_rules], workdir)
+        prometheus = Prometheus(list(services.values()), [rules, canary_rules, selector_rules], workdir)
         for service in services.values():
             wait_for(
                 lambda s=service: httpx.get(s.url + "/healthz", timeout=1).status_code == 200,  # type: ignore[misc]
@@ -144,17 +147,34 @@ def test_rules_load_and_alert_in_real_prometheus(stack: Stack) -> None:
     """The rendered rules load cleanly; the error canary pages, the healthy service does not."""
     prom = stack.prometheus
     groups = prom.api("/api/v1/rules")["groups"]
-    assert len(groups) == 2 * len(stack.slo.objectives)
+    assert len(groups) == 3 * len(stack.slo.objectives)
     assert all(rule["health"] in ("ok", "unknown") for group in groups for rule in group["rules"])
     wait_for(
-        lambda: len(prom.query(f'obskit:slo_error_ratio:rate5m{{slo_service="{HEALTHY}"}}')) == 4,
+        lambda: len(prom.query(f'obskit:slo_error_ratio:rate5m{{slo_service="{HEALTHY}",slo_selector=""}}')) == 4,
         "recorded error ratios",
         20,
     )
     firing = f'ALERTS{{alertname="SLOErrorBudgetBurn",alertstate="firing",slo_service="{ERRORS}"'
     wait_for(lambda: prom.query(firing + ',slo_name="predict-availability",severity="page"}'), "page alert", 30)
     assert all(rule["health"] == "ok" for group in prom.api("/api/v1/rules")["groups"] for rule in group["rules"])
-    assert prom.query(f'ALERTS{{slo_service="{HEALTHY}"}}') == []
+    assert prom.query(f'ALERTS{{slo_service="{HEALTHY}",slo_selector=""}}') == []
+
+
+def test_rules_rendered_for_a_selector_record_their_own_series(stack: Stack) -> None:
+    """The service's rules and the same rules rendered with --selector 'job="canary-errors"' share one Prometheus:
+    each records its own error ratio, and only the canary's page alert fires, carrying slo_selector."""
+    prom = stack.prometheus
+    recorded = f'obskit:slo_error_ratio:rate1h{{slo_service="{HEALTHY}",slo_name="predict-availability"}}'
+    wait_for(lambda: len(prom.query(recorded)) == 2, "two recorded series, one per selector", 20)
+    by_selector = {labels.get("slo_selector", ""): value for labels, value in prom.query(recorded)}
+    assert set(by_selector) == {"", f'job="{ERRORS}"'}
+    assert by_selector[""] < 0.01 < by_selector[f'job="{ERRORS}"']  # healthy vs ~5% errors
+    firing = (
+        f'ALERTS{{alertname="SLOErrorBudgetBurn",alertstate="firing",slo_service="{HEALTHY}",'
+        'slo_name="predict-availability",severity="page"}'
+    )
+    wait_for(lambda: prom.query(firing), "the canary's page alert", 30)
+    assert {labels.get("slo_selector") for labels, _ in prom.query(firing)} == {f'job="{ERRORS}"'}
 
 
 def test_argo_queries_return_data(stack: Stack) -> None:
@@ -184,8 +204,11 @@ def test_every_dashboard_query_returns_data(stack: Stack) -> None:
 
 
 def test_le_matcher_matches_the_real_exposition(stack: Stack) -> None:
-    """Whole-number boundaries are written "1" for the HTTP histogram and "1.0" for the model one; both match."""
+    """The installed Python exporter writes whole-number boundaries as "1.0" for both histograms, and the matcher
+    selects them. (The Go spelling "1", from the Collector's exporter, is covered by tests/slo/promtool/.)"""
     prom = stack.prometheus
     job = Matcher("job", "=", f'"{HEALTHY}"')
     for metric in ("http_server_request_duration_seconds_bucket", "obskit_model_duration_seconds_bucket"):
+        whole = prom.query(f'count by (le) ({metric}{{job="{HEALTHY}",le=~`1(\\.0*)?`}})')  # any spelling of 1
+        assert {labels["le"] for labels, _ in whole} == {"1.0"}, metric
         assert prom.query(f"count({series(metric, [job, le_matcher(1.0)])})"), metric

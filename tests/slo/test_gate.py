@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+import base64
 import io
 import json
 import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -203,3 +208,171 @@ def test_example_file_queries() -> None:
         verdicts = evaluate(slo, PrometheusClient(url))
     assert [v.objective.name for v in verdicts] == [o.name for o in slo.objectives]
     assert queries == [good_ratio_query(o, slo.selector, "5m") for o in slo.objectives]
+
+
+EXAMPLE = ROOT / "examples" / "slo.yaml"
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://127.0.0.1:abc", "not a valid URL (Port could not be cast to integer value as 'abc')"),
+        ("http://127.0.0.1:99999", "not a valid URL (Port out of range 0-65535)"),
+        ("http://[::1", "not a valid URL (Invalid IPv6 URL)"),
+        ("http://127.0.0.1 :9090", "contains whitespace or control characters"),
+        ("http://:9090", "has no host name"),
+        ("http://user:s3cret@[::1", "not a valid URL (Invalid IPv6 URL)"),
+        ("http://a..b:9090", "the host name 'a..b' is not a valid DNS name"),
+    ],
+)
+def test_malformed_url_is_a_usage_error(capsys: pytest.CaptureFixture[str], url: str, problem: str) -> None:
+    """A malformed --prometheus URL exits 2 with what is wrong (credentials masked), never a traceback."""
+    from obskit import cli
+
+    assert cli.main(["gate", "--prometheus", url, str(EXAMPLE)]) == 2
+    captured = capsys.readouterr()
+    shown = url.replace("user:s3cret", "***")
+    assert captured.err.startswith(f"obskit: error: --prometheus {shown!r}: {problem}; expected the server's base URL")
+    assert "Traceback" not in captured.err + captured.out
+    assert "s3cret" not in captured.err
+
+
+@contextmanager
+def not_http_peer(greeting: bytes) -> Iterator[str]:
+    """A TCP server on 127.0.0.1 that writes ``greeting`` (an sshd banner, say) and hangs up, like a non-HTTP port."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    server.settimeout(0.05)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                # Read the request first: closing with unread data would reset the connection instead.
+                conn.settimeout(0.2)
+                try:
+                    while conn.recv(65536):
+                        pass
+                except TimeoutError:
+                    pass
+                conn.sendall(greeting)
+                conn.shutdown(socket.SHUT_WR)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(5)
+        server.close()
+
+
+@pytest.mark.parametrize(
+    ("greeting", "reason"),
+    [
+        (b"SSH-2.0-OpenSSH_9.2\r\n", "did not answer with HTTP (BadStatusLine: SSH-2.0-OpenSSH_9.2"),
+        (b"\x00\x00\x18\x04\x00\x00\x00\x00\x00", "did not answer with HTTP (BadStatusLine"),  # an HTTP/2 frame
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{", "did not answer with HTTP (IncompleteRead"),
+        (b"", "is unreachable: Remote end closed connection without response"),  # RemoteDisconnected
+    ],
+)
+def test_non_http_peer_is_inconclusive(greeting: bytes, reason: str) -> None:
+    """A port where sshd or a gRPC server listens (http.client errors) is inconclusive: exit 2, not a traceback."""
+    with not_http_peer(greeting) as url:
+        code, out = gate(url, timeout=5)
+    assert code == 2
+    assert f"INCONCLUSIVE avail, fast: {url} {reason}" in out
+
+
+def test_unexpected_json_is_inconclusive() -> None:
+    """JSON that is not a query result (a proxy's own JSON) is inconclusive, not a traceback."""
+    with fake_prometheus(lambda q: (200, {"status": "success", "data": ["not", "a", "result"]})) as (url, _):
+        code, out = gate(url)
+    assert code == 2
+    assert "did not answer with the Prometheus API (unexpected result" in out
+
+
+def test_credentials_are_sent_as_basic_auth_and_masked() -> None:
+    """user:password@ in --prometheus becomes an Authorization header and never appears in the output."""
+    seen: list[tuple[str, str | None]] = []
+    with fake_prometheus(answers(vector(1), vector(1)), requests=seen) as (url, _):
+        authed = url.replace("http://", "http://gate%40ci:s3cret%21@")
+        code, out = gate(authed)
+    assert code == 0
+    token = base64.b64encode(b"gate@ci:s3cret!").decode()
+    assert seen == [("/api/v1/query", f"Basic {token}")] * 2
+    assert "s3cret" not in out
+    # The password appears in no error either: HTTP errors, and a server that is not there.
+    with fake_prometheus(lambda q: (401, {"error": "bad password s3cret!"})) as (url, _):
+        code, out = gate(url.replace("http://", "http://gate:s3cret!@"))
+    assert code == 2
+    assert f"{url.replace('http://', 'http://***@')} answered HTTP 401: bad password ***" in out
+    assert "s3cret" not in out
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        code, out = gate(f"http://gate:s3cret@127.0.0.1:{port}")
+    assert code == 2
+    assert f"http://***@127.0.0.1:{port} is unreachable: [Errno 111] Connection refused" in out
+    assert "s3cret" not in out
+    # A one-letter password is masked in the URL but not scrubbed from other text ("Connection ref***sed").
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        code, out = gate(f"http://u:u@127.0.0.1:{port}")
+    assert f"http://***@127.0.0.1:{port} is unreachable: [Errno 111] Connection refused" in out
+
+
+def test_query_string_and_prefix_are_kept() -> None:
+    """The API path is joined onto the URL's path; a query string (a proxy's token) stays a query string."""
+    seen: list[tuple[str, str | None]] = []
+    with fake_prometheus(answers(vector(1), vector(1)), prefix="/prom", requests=seen) as (url, _):
+        code, _ = gate(url + "/prom/?tenant=a&x=1#frag")
+    assert code == 0
+    assert seen == [("/prom/api/v1/query?tenant=a&x=1", None)] * 2
+
+
+def test_json_output_names_the_selector() -> None:
+    """--json says which series were gated, as the rules' slo_selector label and the table title do."""
+    with fake_prometheus(answers(vector(1), vector(1))) as (url, _):
+        out = io.StringIO()
+        console = Console(file=out, width=200, highlight=False)
+        code = run_gate(SLO, url, console=console, json_output=True, override=parse_selector('job="canary"'))
+    assert code == 0
+    assert json.loads(out.getvalue())["selector"] == 'job="canary"'
+
+
+def test_credentials_do_not_follow_a_redirect() -> None:
+    """Basic auth goes to the URL given, not to wherever a redirect points (another host)."""
+    seen: list[str | None] = []
+
+    class Elsewhere(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization"))
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    other = ThreadingHTTPServer(("127.0.0.1", 0), Elsewhere)
+    thread = threading.Thread(target=other.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    target = f"http://localhost:{other.server_address[1]}/stolen"
+    try:
+        with fake_prometheus(lambda q: (302, {"Location": target}), redirect=True) as (url, _):
+            code, out = gate(url.replace("http://", "http://gate:s3cret@"))
+    finally:
+        other.shutdown()
+        other.server_close()
+        thread.join(5)
+    assert code == 2
+    assert seen == [None]
+    assert "s3cret" not in out

@@ -221,3 +221,33 @@ def test_durations() -> None:
     for bad in ("5", "m", "0m", "5 minutes", "-5m", ""):
         with pytest.raises(ConfigError, match=r"--window .*: not a PromQL duration"):
             parse_duration(bad)
+
+
+def test_non_utf8_file_is_a_config_error(tmp_path: Path) -> None:
+    """A file that is not UTF-8 (Latin-1, UTF-16, binary) is a ConfigError naming the file, not a traceback."""
+    path = tmp_path / "slo.yaml"
+    path.write_bytes("service: caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ConfigError) as caught:
+        load_slo_file(path)
+    assert str(caught.value) == (
+        f"SLO file {path}: not UTF-8 text (byte 0xe9 at offset 12); expected a YAML file saved as UTF-8"
+    )
+
+
+@pytest.mark.parametrize(("target", "hint"), [(0.999, "did you mean 99.9? "), (0.5, "did you mean 50? "), (1, "")])
+def test_ratio_targets_are_rejected(tmp_path: Path, target: float, hint: str) -> None:
+    """A target of 1 or less is a ratio written where a percentage belongs (0.999 would be a 0.999% SLO)."""
+    with pytest.raises(ConfigError) as caught:
+        load_text(tmp_path, GOOD.replace("target: 99.9", f"target: {target}"))
+    assert f"  objectives[0].target: {target:g} looks like a ratio, but targets are percentages; {hint}" in str(
+        caught.value
+    )
+    assert "expected a percentage above 1 and below 100, e.g. 99.9 for 99.9%" in str(caught.value)
+    assert load_text(tmp_path, GOOD.replace("target: 99.9", "target: 1.5")).objectives[0].target == 1.5
+
+
+def test_file_selector_is_validated(tmp_path: Path) -> None:
+    """The file's selector key gets the same checks as --selector, reported under its key."""
+    with pytest.raises(ConfigError) as caught:
+        load_text(tmp_path, GOOD.replace("service: fraud-scorer", "service: x\nselector: 'job=~\"(\"'"))
+    assert '  selector \'job=~"("\': the value "(" of job: the regex does not compile' in str(caught.value)

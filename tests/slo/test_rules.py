@@ -9,8 +9,9 @@ import pytest
 import yaml
 
 from obskit import _semconv as sc
+from obskit.exceptions import ConfigError
 from obskit.slo import load_slo_file
-from obskit.slo._model import Matcher, parse_selector, parse_slo
+from obskit.slo._model import Matcher, parse_selector, parse_slo, promql_string
 from obskit.slo._rules import (
     ALERT_NAME,
     BURN_ALERTS,
@@ -39,7 +40,9 @@ def test_promtool_unit_tests_are_shipped() -> None:
 @pytest.mark.parametrize("test_file", PROMTOOL_TESTS, ids=lambda p: p.stem)
 def test_promtool_rule_unit_tests(tmp_path: Path, test_file: Path) -> None:
     """Rules rendered from the test SLO file pass `promtool test rules` (fast burn pages, slow burn tickets...)."""
-    (tmp_path / "rules.yaml").write_text(render_rules(load_slo_file(PROMTOOL_DIR / "slo.yaml")))
+    slo = load_slo_file(PROMTOOL_DIR / "slo.yaml")
+    (tmp_path / "rules.yaml").write_text(render_rules(slo))
+    (tmp_path / "canary-rules.yaml").write_text(render_rules(slo, parse_selector('job="checkout-canary"')))
     shutil.copy(test_file, tmp_path / test_file.name)
     result = _promtool.run("test", "rules", test_file.name, cwd=tmp_path)
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
@@ -119,7 +122,7 @@ def test_rule_file_structure() -> None:
     assert page["alert"] == ticket["alert"] == ALERT_NAME
     assert page["labels"] == {"severity": "page", **labels}
     assert ticket["labels"] == {"severity": "ticket", **labels}
-    recorded = '{slo_service="iris-classifier",slo_name="predict-availability"}'
+    recorded = '{slo_service="iris-classifier",slo_name="predict-availability",slo_selector=""}'
     assert page["expr"] == (
         "(\n"
         f"  obskit:slo_error_ratio:rate1h{recorded} / 0.001 > 14.4\n"
@@ -217,3 +220,118 @@ def test_selector_override_in_rules() -> None:
     assert 'job="iris-classifier"' not in text
     assert text.count('{job="canary",namespace="prod",') == len(slo.objectives) * 7 * 2
     assert render_rules(slo, [Matcher("job", "=", '"iris-classifier"')]) == render_rules(slo)
+
+
+# Selectors Prometheus rejects (checked below with promtool) and odd ones it accepts.
+BAD_SELECTORS = [
+    ('job=~"("', "the regex does not compile: missing ), unterminated subpattern"),
+    ('job="\\q"', "unknown escape sequence \\q"),
+    ('job="a\nb"', "a raw newline inside the quotes"),
+    ('job=~"(a)\\\\1"', "'\\\\1' is not supported by RE2"),
+    ('job=~"(?=a)b"', "'(?=' is not supported by RE2"),
+    ('job="\\x4"', "\\x needs 2 hex digits"),
+    ('job="it\\\'s"', "unknown escape sequence \\'"),
+    ('job="\\uD800"', "\\uD800 is not a valid character"),
+]
+GOOD_SELECTORS = ['job=~"a{2}|b(c|d)*"', 'job="\\u00e9\\"\\t\\x41\\101"', "job='it\\'s'", "job=`raw\\d+`", 'job!~"x.+"']
+
+
+@pytest.mark.parametrize(("selector", "problem"), BAD_SELECTORS, ids=[s for s, _ in BAD_SELECTORS])
+def test_invalid_selectors_are_config_errors_and_promtool_agrees(tmp_path: Path, selector: str, problem: str) -> None:
+    """Each rejected selector names the option and value; unvalidated, it would make promtool fail the file."""
+    with pytest.raises(ConfigError) as caught:
+        parse_selector(selector, what="--selector")
+    message = str(caught.value)
+    assert message.startswith(f"--selector {selector!r}: the value ")
+    assert problem in message
+    assert 'expected comma-separated label="value" matchers (=, !=, =~, !~)' in message
+    # Bypass the validation: the rule file it would have rendered is one promtool rejects.
+    label, op, value = re.fullmatch(r"(\w+)(=~|!~|!=|=)(.*)", selector, re.S).groups()  # type: ignore[union-attr]
+    slo = parse_slo("service: s\nobjectives: [{name: a, type: availability, target: 99}]\n")
+    path = tmp_path / "rules.yaml"
+    path.write_text(render_rules(slo, [Matcher(label, op, value)]))
+    assert _promtool.run("check", "rules", path).returncode != 0
+
+
+def test_odd_but_valid_selectors_pass_promtool(tmp_path: Path) -> None:
+    """Escapes, single quotes, raw strings and RE2 repetition are accepted, and promtool accepts the result."""
+    slo = parse_slo("service: s\nobjectives: [{name: a, type: availability, target: 99}]\n")
+    for index, selector in enumerate(GOOD_SELECTORS):
+        path = tmp_path / f"rules-{index}.yaml"
+        path.write_text(render_rules(slo, parse_selector(selector)))
+        assert "SUCCESS: 11 rules found" in _promtool.check_rules(path), selector
+
+
+def test_selectors_give_distinct_series_and_alerts() -> None:
+    """Rules for the default selector and for a canary's record and alert on different label sets."""
+    slo = load_slo_file(ROOT / "examples" / "slo.yaml")
+    main, canary = build_rules(slo), build_rules(slo, parse_selector('job="canary"'))
+    for m_group, c_group in zip(main["groups"], canary["groups"], strict=True):
+        assert c_group["name"] == m_group["name"] + ':{job="canary"}'
+        for m_rule, c_rule in zip(m_group["rules"], c_group["rules"], strict=True):
+            assert c_rule["labels"] == {**m_rule["labels"], "slo_selector": 'job="canary"'}
+            assert "slo_selector" not in m_rule["labels"]
+    page = canary["groups"][0]["rules"][9]
+    assert page["alert"] == ALERT_NAME
+    assert page["expr"].count(',slo_selector="job=\\"canary\\""}') == 4
+    assert main["groups"][0]["rules"][9]["expr"].count(',slo_selector=""}') == 4
+    assert page["annotations"]["summary"] == (
+        'iris-classifier {job="canary"} predict-availability: error budget burning fast'
+    )
+    # A file's own selector counts as non-default too; the default spelled out does not.
+    own = parse_slo("service: s\nselector: 'job=\"shop/s\"'\nobjectives: [{name: a, type: availability, target: 99}]\n")
+    assert build_rules(own)["groups"][0]["rules"][0]["labels"]["slo_selector"] == 'job="shop/s"'
+    assert build_rules(slo, parse_selector('job="iris-classifier"')) == main
+    assert 'slo_selector="job=\\"canary\\""' in render_rules(slo, parse_selector('job="canary"')).splitlines()[2]
+
+
+def test_user_text_renders_literally_in_alerts(tmp_path: Path) -> None:
+    """Go template syntax in the service, a description or a route is escaped: promtool accepts the file, and
+    the alerts' labels and annotations show the text as written."""
+    service = 'svc {{ "x" }'
+    slo = parse_slo(
+        yaml.safe_dump(
+            {
+                "service": service,
+                "objectives": [
+                    {"name": "a", "type": "availability", "target": 99.9, "routes": ["/items/{{item_id}}"]},
+                    {"name": "b", "type": "availability", "target": 99.9, "description": "Use {{ $labels.job }}; {{"},
+                ],
+            }
+        )
+    )
+    (tmp_path / "rules.yaml").write_text(render_rules(slo))
+    assert "SUCCESS: 22 rules found" in _promtool.check_rules(tmp_path / "rules.yaml")
+    failing = f"{{job={promql_string(service)},http_route={promql_string('/items/{{item_id}}')},"
+    failing += 'http_response_status_code="500"}'
+    speeds = {"page": "fast", "ticket": "slowly"}
+    conditions = {"page": "1h/5m above 14.4x or 6h/30m above 6x", "ticket": "1d/2h above 3x or 3d/6h above 1x"}
+    whats = {"a": "availability of routes /items/{{item_id}}", "b": "Use {{ $labels.job }}; {{"}
+    expected = [
+        {
+            "exp_labels": {"severity": sev, "slo_service": service, "slo_name": name, "slo_type": "availability"},
+            "exp_annotations": {
+                "summary": f"{service} {name}: error budget burning {speeds[sev]}",
+                "description": f"{whats[name]}: the 99.9% 30d objective's error budget is being spent at 1000.00x "
+                f"the sustainable rate ({conditions[sev]}).",
+            },
+        }
+        for name in ("a", "b")
+        for sev in ("page", "ticket")
+    ]
+    test = {
+        "rule_files": ["rules.yaml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {"series": f"http_server_request_duration_seconds_count{failing}", "values": "0+10x90"}
+                ],
+                "alert_rule_test": [{"eval_time": "70m", "alertname": ALERT_NAME, "exp_alerts": expected}],
+            }
+        ],
+    }
+    (tmp_path / "tmpl_test.yaml").write_text(yaml.safe_dump(test))
+    result = _promtool.run("test", "rules", "tmpl_test.yaml", cwd=tmp_path)
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"

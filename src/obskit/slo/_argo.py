@@ -6,10 +6,11 @@ import re
 from collections.abc import Sequence
 from typing import Any, Final
 
-from ._model import Matcher, SLOFile
-from ._rules import dump_yaml, effective_selector, good_ratio_query, number
+from ._model import Matcher, SLOFile, parse_go_duration
+from ._rules import dump_yaml, effective_selector, good_ratio_query, number, selector_label
 
 PROMETHEUS_ADDRESS_ARG: Final = "prometheus-address"
+SELECTOR_ANNOTATION: Final = "obskit.dev/slo-selector"
 
 
 def _dns_name(text: str) -> str:
@@ -33,7 +34,11 @@ def build_analysis_template(
 
     Success is a good ratio at or above the target and failure one below it; an empty result or NaN (no
     traffic in the window) meets neither condition, which Argo counts as Inconclusive, like the gate's exit 2.
+
+    Raises:
+        ConfigError: ``interval`` is not a Go duration (Argo parses it with ``time.ParseDuration``: no ``1d``).
     """
+    interval = parse_go_duration(interval, what="--interval")
     selector = effective_selector(slo, override)
     arg: dict[str, str] = {"name": PROMETHEUS_ADDRESS_ARG}
     if prometheus:
@@ -57,13 +62,18 @@ def build_analysis_template(
                 },
             }
         )
+    # Like the rules' slo_selector label: a canary's template must not replace the service's of the same name.
+    selected = selector_label(slo, selector)
+    metadata: dict[str, Any] = {
+        "name": _dns_name(name or f"{slo.service}-slo" + (f"-{selected}" if selected is not None else "")),
+        "labels": {"app.kubernetes.io/managed-by": "obskit"},
+    }
+    if selected is not None:
+        metadata["annotations"] = {SELECTOR_ANNOTATION: selected}
     return {
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "AnalysisTemplate",
-        "metadata": {
-            "name": _dns_name(name or f"{slo.service}-slo"),
-            "labels": {"app.kubernetes.io/managed-by": "obskit"},
-        },
+        "metadata": metadata,
         "spec": {"args": [arg], "metrics": metrics},
     }
 

@@ -6,6 +6,8 @@ requests in the window, or Prometheus unreachable or refusing the query) and not
 
 from __future__ import annotations
 
+import base64
+import http.client
 import json
 import math
 import sys
@@ -21,9 +23,12 @@ from rich.console import Console
 from rich.table import Table
 
 from .. import _semconv as sc
+from .._config import MASK, mask_url
 from ..exceptions import ConfigError
 from ._model import Matcher, Objective, SLOFile
-from ._rules import effective_selector, good_ratio_query, number
+from ._rules import effective_selector, good_ratio_query, number, selector_text
+
+QUERY_PATH: Final = "/api/v1/query"
 
 EXIT_PASS: Final = 0
 EXIT_FAIL: Final = 1
@@ -41,46 +46,104 @@ class PrometheusQueryError(Exception):
 
 
 class PrometheusClient:
-    """The instant-query endpoint (``/api/v1/query``) of a Prometheus-compatible server, over stdlib urllib."""
+    """The instant-query endpoint (``/api/v1/query``) of a Prometheus-compatible server, over stdlib urllib.
+
+    ``url`` is the server's base URL: a path prefix (``/prometheus``) and a query string are kept, the API path
+    goes between them; ``user:password@`` is sent as HTTP basic auth and masked in every message.
+
+    Raises:
+        ConfigError: ``url`` is not a usable http(s) URL (bad port, bad IPv6 literal, spaces, no host).
+    """
 
     def __init__(self, url: str, *, timeout: float = 10.0) -> None:
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ConfigError(
-                f"--prometheus {url!r}: not an http(s) URL; expected the server's base URL, "
-                "e.g. http://localhost:9090 (a path prefix such as /prometheus is kept)"
+        self.display = mask_url(url)  # what messages show: never the credentials
+
+        def bad(problem: str) -> ConfigError:
+            return ConfigError(
+                f"--prometheus {self.display!r}: {problem}; expected the server's base URL, e.g. "
+                "http://localhost:9090 or https://user:password@prometheus.example/prometheus"
             )
-        self.url = url.rstrip("/")
+
+        if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
+            raise bad("contains whitespace or control characters")
+        try:
+            parts = urllib.parse.urlsplit(url)
+            port = parts.port  # raises ValueError for a port that is not a number from 0 to 65535
+        except ValueError as exc:
+            raise bad(f"not a valid URL ({str(exc).replace(url, self.display)})") from None
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise bad("not an http(s) URL")
+        if not parts.hostname:
+            raise bad("has no host name")
+        try:
+            parts.hostname.encode("idna")  # what urllib does on connect; it raises UnicodeError for "a..b"
+        except UnicodeError:
+            raise bad(f"the host name {parts.hostname!r} is not a valid DNS name") from None
+        if port == 0:
+            raise bad("port 0 is not a port a server listens on")
+        self.headers = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}
+        self.authorization: str | None = None
+        self.secrets: list[str] = []
+        if parts.username is not None or parts.password is not None:
+            user = urllib.parse.unquote(parts.username or "")
+            password = urllib.parse.unquote(parts.password or "")
+            token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+            self.authorization = f"Basic {token}"
+            userinfo = parts.netloc.rpartition("@")[0]
+            # The request URL carries no credentials, so only a server echoing them could put them in a message.
+            # Secrets under 4 characters are not scrubbed: replacing "p" everywhere would garble every message.
+            candidates = (userinfo, f"{user}:{password}", password, parts.password or "")
+            self.secrets = sorted({t for t in candidates if len(t) >= 4}, key=len, reverse=True)
+        netloc = parts.netloc.rpartition("@")[2]
+        self.endpoint = urllib.parse.urlunsplit(
+            (parts.scheme, netloc, parts.path.rstrip("/") + QUERY_PATH, parts.query, "")
+        )
+        self.url = self.display.rstrip("/")
         self.timeout = timeout
+
+    def _scrub(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, MASK)
+        return text
 
     def query(self, expr: str) -> list[tuple[dict[str, str], float]]:
         """Run an instant query; return (labels, value) per sample of the resulting vector or scalar."""
         body = urllib.parse.urlencode({"query": expr}).encode()
-        request = urllib.request.Request(
-            self.url + "/api/v1/query",
-            data=body,
-            headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
-        )
+        request = urllib.request.Request(self.endpoint, data=body, headers=self.headers)
+        if self.authorization is not None:
+            # Unredirected: urllib would otherwise send the credentials on to wherever a redirect points.
+            request.add_unredirected_header("Authorization", self.authorization)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 payload = json.load(response)
         except urllib.error.HTTPError as exc:
-            detail = _error_detail(exc)
+            detail = self._scrub(_error_detail(exc))
             if exc.code in (400, 422):
                 raise PrometheusQueryError(f"Prometheus rejected the query: {detail}") from None
             raise PrometheusUnavailable(f"{self.url} answered HTTP {exc.code}: {detail}") from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-            reason = getattr(exc, "reason", exc)
+        except OSError as exc:  # URLError, refused, reset, timed out, DNS
+            reason = self._scrub(str(getattr(exc, "reason", exc)))
             raise PrometheusUnavailable(f"{self.url} is unreachable: {reason}") from None
-        except ValueError as exc:  # not JSON: something else listens there
-            raise PrometheusUnavailable(f"{self.url} did not answer with the Prometheus API ({exc})") from None
+        except http.client.HTTPException as exc:  # something that is not HTTP listens there (sshd, gRPC)
+            detail = self._scrub(f"{type(exc).__name__}: {str(exc)[:100]}")
+            raise PrometheusUnavailable(f"{self.url} did not answer with HTTP ({detail})") from None
+        except ValueError as exc:  # not JSON (or a URL urllib refuses after all): not the Prometheus API
+            detail = self._scrub(str(exc)[:200])
+            raise PrometheusUnavailable(f"{self.url} did not answer with the Prometheus API ({detail})") from None
         if not isinstance(payload, dict) or payload.get("status") != "success":
-            raise PrometheusQueryError(f"Prometheus answered {str(payload)[:200]}")
-        data = payload.get("data", {})
-        result = data.get("result")
-        if data.get("resultType") == "scalar":
-            return [({}, float(result[1]))]
-        return [(dict(item.get("metric", {})), float(item["value"][1])) for item in result or []]
+            raise PrometheusQueryError(self._scrub(f"Prometheus answered {str(payload)[:200]}"))
+        try:
+            data = payload.get("data", {})
+            result = data.get("result")
+            if data.get("resultType") == "scalar":
+                return [({}, float(result[1]))]
+            return [(dict(item.get("metric", {})), float(item["value"][1])) for item in result or []]
+        except (AttributeError, KeyError, IndexError, TypeError, ValueError):
+            raise PrometheusUnavailable(
+                self._scrub(
+                    f"{self.url} did not answer with the Prometheus API (unexpected result {str(payload)[:200]})"
+                )
+            ) from None
 
 
 def _error_detail(exc: urllib.error.HTTPError) -> str:
@@ -234,11 +297,12 @@ def report(
         console.print("gate: INCONCLUSIVE (no verdict; see above)", markup=False)
 
 
-def as_json(slo: SLOFile, verdicts: Sequence[Verdict], *, window: str) -> str:
+def as_json(slo: SLOFile, verdicts: Sequence[Verdict], *, window: str, selector: Sequence[Matcher] = ()) -> str:
     """The verdicts as JSON, for pipelines that want to post them somewhere."""
     return json.dumps(
         {
             "service": slo.service,
+            "selector": selector_text(selector),
             "window": window,
             "exit_code": exit_code(verdicts),
             "objectives": [
@@ -275,9 +339,11 @@ def run_gate(
     verdicts = evaluate(slo, client, window=window, override=override)
     # Pipes and CI logs get a wide table instead of rich's 80-column default.
     out = console or Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    selector = effective_selector(slo, override)
     if json_output:
-        out.print(as_json(slo, verdicts, window=window), markup=False, highlight=False, soft_wrap=True)
+        out.print(
+            as_json(slo, verdicts, window=window, selector=selector), markup=False, highlight=False, soft_wrap=True
+        )
     else:
-        selector = effective_selector(slo, override)
         report(slo, verdicts, out, window=window, selector=selector, show_queries=show_queries)
     return exit_code(verdicts)

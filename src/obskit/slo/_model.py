@@ -26,16 +26,24 @@ SLOWindow = Literal["28d", "30d"]
 SLI_TYPES: Final[tuple[SLIType, ...]] = ("availability", "latency")
 WINDOWS: Final[dict[str, int]] = {"28d": 28, "30d": 30}
 DEFAULT_WINDOW: Final = "30d"
+MIN_TARGET: Final = 1  # percent; anything at or below it is taken for a ratio (0.999 meant as 99.9%)
 
 _TOP_KEYS: Final = ("service", "selector", "objectives")
 _OBJECTIVE_KEYS: Final = ("name", "description", "type", "target", "window", "threshold", "routes", "model", "stage")
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-# One PromQL label matcher: name, operator and a quoted string (double, single or backtick quotes).
-_MATCHER_RE: Final = re.compile(
-    r"""\s*(?P<label>[A-Za-z_][A-Za-z0-9_]*)\s*(?P<op>=~|!~|!=|=)\s*"""
-    r"""(?P<value>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`)\s*(?:,|$)"""
-)
+_LABEL_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_OPERATORS: Final = ("=~", "!~", "!=", "=")  # two-character operators first, so "=~" is not read as "="
 SELECTOR_EXAMPLE: Final = 'job="fraud-scorer",namespace=~"prod-.*"'
+_SELECTOR_ACCEPTED: Final = (
+    'expected comma-separated label="value" matchers (=, !=, =~, !~): a label name of letters, digits and _, '
+    r"and a quoted value with PromQL's escapes (\\ \" \n \t \xNN \uNNNN ...), e.g. " + SELECTOR_EXAMPLE
+)
+# Go string escapes as Prometheus' parser (util/strutil.Unquote) accepts them; the quote character comes extra.
+_SIMPLE_ESCAPES: Final = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v", "\\": "\\"}
+_HEX_ESCAPES: Final = {"x": 2, "u": 4, "U": 8}
+# What Python's re accepts but RE2 (Prometheus' regex engine) rejects: back-references, look-around, atomic
+# groups, conditionals and possessive quantifiers. Python's re is otherwise close enough to RE2 for a first check.
+_RE2_UNSUPPORTED: Final = re.compile(r"(?<!\\)(?:\\\\)*\\[1-9Z]|\(\?(?:[=!>(]|<[=!]|P=)|(?<!\\)[*+?}]\+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,26 +60,136 @@ class Matcher:
 
 def promql_string(text: str) -> str:
     """Quote ``text`` as a PromQL double-quoted string literal."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + escaped.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t") + '"'
+
+
+def unquote(literal: str) -> str:
+    r"""The value of a PromQL string literal (``"a\"b"``, ``'x'``, a backtick raw string); ``ValueError`` if invalid.
+
+    Follows Prometheus' own unquoting (Go escapes; ``\'`` only in single, ``\"`` only in double quotes; no raw
+    newline), so that what passes here also passes ``promtool check rules``.
+    """
+    if len(literal) < 2 or literal[0] not in "\"'`" or literal[-1] != literal[0]:
+        raise ValueError("not a quoted string")
+    quote, body = literal[0], literal[1:-1]
+    if quote == "`":
+        if "`" in body:
+            raise ValueError("a backtick inside a raw string")
+        return body
+    out: list[str] = []
+    i = 0
+    while i < len(body):
+        char = body[i]
+        if char == "\n":
+            raise ValueError("a raw newline inside the quotes (write \\n)")
+        if char == quote:
+            raise ValueError(f"an unescaped {quote} inside the quotes")
+        if char != "\\":
+            out.append(char)
+            i += 1
+            continue
+        escape = body[i + 1 : i + 2]
+        if escape in _SIMPLE_ESCAPES:
+            out.append(_SIMPLE_ESCAPES[escape])
+            i += 2
+        elif escape == quote:
+            out.append(quote)
+            i += 2
+        elif escape in _HEX_ESCAPES:
+            digits = body[i + 2 : i + 2 + _HEX_ESCAPES[escape]]
+            if len(digits) != _HEX_ESCAPES[escape] or not all(c in "0123456789abcdefABCDEF" for c in digits):
+                raise ValueError(f"\\{escape} needs {_HEX_ESCAPES[escape]} hex digits")
+            code = int(digits, 16)
+            if code > 0x10FFFF or 0xD800 <= code <= 0xDFFF:
+                raise ValueError(f"\\{escape}{digits} is not a valid character")
+            out.append(chr(code))
+            i += 2 + len(digits)
+        elif escape in "01234567" and escape:
+            digits = body[i + 1 : i + 4]
+            if len(digits) != 3 or not all(c in "01234567" for c in digits) or int(digits, 8) > 255:
+                raise ValueError(f"\\{digits} is not an octal escape (three digits, at most \\377)")
+            out.append(chr(int(digits, 8)))
+            i += 4
+        else:
+            raise ValueError(f"unknown escape sequence \\{escape}")
+    return "".join(out)
+
+
+def _check_regex(pattern: str) -> None:
+    """Raise ``ValueError`` if ``pattern`` cannot be an RE2 regex (Prometheus anchors it: ``^(?:...)$``)."""
+    unsupported = _RE2_UNSUPPORTED.search(pattern)
+    if unsupported is not None:
+        raise ValueError(f"{unsupported.group()!r} is not supported by RE2, Prometheus' regex engine")
+    try:
+        re.compile(f"^(?:{pattern})$")
+    except re.error as exc:
+        raise ValueError(f"the regex does not compile: {exc}") from None
+
+
+def _scan_quoted(body: str, start: int) -> int:
+    """The index just past the string literal that starts at ``body[start]`` (or ``len(body)`` if unterminated)."""
+    quote = body[start]
+    i = start + 1
+    while i < len(body) and body[i] != quote:
+        i += 2 if body[i] == "\\" and quote != "`" else 1
+    return min(i + 1, len(body) + 1)
 
 
 def parse_selector(text: str, *, what: str = "selector") -> tuple[Matcher, ...]:
-    """Parse ``job="x",env=~"prod.*"`` (braces optional) into matchers; raise ``ConfigError`` naming ``what``."""
+    """Parse ``job="x",env=~"prod.*"`` (braces optional) into matchers; raise ``ConfigError`` naming ``what``.
+
+    Checked as Prometheus would: label names, the four operators, quoting and escapes, and (for ``=~`` and ``!~``)
+    that the regex compiles, so a selector that passes renders a rule file that passes ``promtool check rules``.
+    """
     body = text.strip()
     if body.startswith("{") and body.endswith("}"):
         body = body[1:-1]
+    body = body.strip()
+    if body.endswith(","):
+        body = body[:-1]
+
+    def fail(problem: str) -> ConfigError:
+        return ConfigError(f"{what} {text!r}: {problem}; {_SELECTOR_ACCEPTED}")
+
     matchers: list[Matcher] = []
     position = 0
-    body = body.strip().rstrip(",")
     while position < len(body):
-        match = _MATCHER_RE.match(body, position)
-        if match is None or match.end() == position:
-            raise ConfigError(
-                f"{what} {text!r}: not a list of PromQL label matchers (near {body[position:]!r}); "
-                f'expected comma-separated label="value" matchers (=, !=, =~, !~), e.g. {SELECTOR_EXAMPLE}'
-            )
-        matchers.append(Matcher(match["label"], match["op"], match["value"]))
-        position = match.end()
+        rest = body[position:]
+        stripped = rest.lstrip()
+        position += len(rest) - len(stripped)
+        label = _LABEL_RE.match(body, position)
+        if label is None:
+            raise fail(f"not a list of PromQL label matchers (near {body[position:]!r}: expected a label name)")
+        position = label.end()
+        while position < len(body) and body[position].isspace():
+            position += 1
+        op = next((o for o in _OPERATORS if body.startswith(o, position)), None)
+        if op is None:
+            raise fail(f"not a list of PromQL label matchers (near {body[position:]!r}: expected =, !=, =~ or !~)")
+        position += len(op)
+        while position < len(body) and body[position].isspace():
+            position += 1
+        if position >= len(body) or body[position] not in "\"'`":
+            raise fail(f"not a list of PromQL label matchers (near {body[position:]!r}: expected a quoted value)")
+        end = _scan_quoted(body, position)
+        literal = body[position:end]
+        if end > len(body):
+            raise fail(f"the value {literal!r} of {label.group()} has no closing quote")
+        try:
+            value = unquote(literal)
+            if op in ("=~", "!~"):
+                _check_regex(value)
+        except ValueError as exc:
+            raise fail(f"the value {literal} of {label.group()}: {exc}") from None
+        matchers.append(Matcher(label.group(), op, literal))
+        position = end
+        while position < len(body) and body[position].isspace():
+            position += 1
+        if position < len(body):
+            if body[position] != ",":
+                raise fail(f"not a list of PromQL label matchers (near {body[position:]!r}: expected a comma)")
+            position += 1
     return tuple(matchers)
 
 
@@ -89,6 +207,26 @@ def parse_duration(text: str, *, what: str = "--window") -> str:
     return value
 
 
+_GO_DURATION_RE: Final = re.compile(r"(?:[0-9]+(?:ms|s|m|h))+")
+
+
+def parse_go_duration(text: str, *, what: str = "--interval") -> str:
+    """Check a duration for Go's ``time.ParseDuration`` (Argo Rollouts' fields): no ``d``, ``w`` or ``y`` units."""
+    value = parse_duration(text, what=what)
+    if not _GO_DURATION_RE.fullmatch(value):
+        raise ConfigError(
+            f"{what} {text!r}: Argo Rollouts reads this field with Go's time.ParseDuration, which has no "
+            "d, w or y units; expected ms, s, m or h, e.g. 1m, 30s, 24h for a day"
+        )
+    return value
+
+
+def number_text(value: Decimal) -> str:
+    """Plain decimal text (``99.9``, ``14.4``, ``2``), never scientific notation."""
+    text = format(value, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
 def merge_selectors(base: Sequence[Matcher], override: Sequence[Matcher]) -> tuple[Matcher, ...]:
     """Matchers of ``override`` replace those of ``base`` on the same label; other labels are added."""
     replaced = {m.label for m in override}
@@ -102,7 +240,7 @@ class Objective:
     Attributes:
         name: Unique within the file; becomes the ``slo_name`` label of rules and alerts.
         type: ``availability`` (good = not 5xx and no ``error.type``) or ``latency`` (good = at most ``threshold``).
-        target: Percentage of good events, strictly between 0 and 100 (``99.9``).
+        target: Percentage of good events, above 1 and below 100 (``99.9``); a ratio such as ``0.999`` is rejected.
         window: Compliance period, ``28d`` or ``30d``.
         threshold: Latency objectives only: seconds, a bucket boundary of the histogram the SLI reads.
         routes: HTTP route templates (``/predict``); empty with no model means every route.
@@ -196,6 +334,11 @@ def load_slo_file(path: str | Path) -> SLOFile:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"SLO file {source}: cannot be read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"SLO file {source}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+            "expected a YAML file saved as UTF-8"
+        ) from None
     return parse_slo(text, source=source)
 
 
@@ -361,6 +504,16 @@ class _Validator:
             return None
         if not 0 < raw < 100:
             self.problem(path, f"{_fmt(raw)} is outside (0, 100); {accepted}")
+            return None
+        if raw <= MIN_TARGET:
+            # 0.999 is a ratio written where a percentage belongs: taken as 0.999% it would leave a 99.001%
+            # budget and no alert could ever fire. No real objective promises at most 1% good events.
+            hint = f"did you mean {number_text(Decimal(repr(float(raw))) * 100)}? " if raw < 1 else ""
+            self.problem(
+                path,
+                f"{_fmt(raw)} looks like a ratio, but targets are percentages; {hint}"
+                f"expected a percentage above {MIN_TARGET} and below 100, e.g. 99.9 for 99.9%",
+            )
             return None
         return float(raw)
 

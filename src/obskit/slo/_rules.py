@@ -15,7 +15,7 @@ from typing import Any, Final
 import yaml
 
 from .. import _semconv as sc
-from ._model import Matcher, Objective, SLOFile, merge_selectors, promql_string
+from ._model import Matcher, Objective, SLOFile, merge_selectors, number_text, promql_string
 
 # Windows the error ratio is recorded over: the short and long windows of the burn-rate alerts below.
 RULE_WINDOWS: Final = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
@@ -28,6 +28,9 @@ ALERT_NAME: Final = "SLOErrorBudgetBurn"
 LABEL_SERVICE: Final = "slo_service"
 LABEL_NAME: Final = "slo_name"
 LABEL_TYPE: Final = "slo_type"
+# Set only when the rules select something other than the default job="<service>" (a canary, a file's own
+# selector): rules rendered for two selectors then record and alert on distinct series in one Prometheus.
+LABEL_SELECTOR: Final = "slo_selector"
 
 # Prometheus names of the attributes the SLIs filter on (OpenTelemetry-to-Prometheus translation: dots
 # become underscores). Derived from _semconv so a rename there cannot silently break the PromQL.
@@ -64,8 +67,15 @@ BURN_ALERTS: Final = (
 
 def number(value: Decimal | float) -> str:
     """Plain decimal text for PromQL (``0.001``, ``14.4``), never scientific notation."""
-    text = format(Decimal(repr(value)) if isinstance(value, float) else value, "f")
-    return text.rstrip("0").rstrip(".") if "." in text else text
+    return number_text(Decimal(repr(value)) if isinstance(value, float) else value)
+
+
+def template_literal(text: str) -> str:
+    """``text`` made inert for Prometheus' Go templates (alert labels and annotations are expanded as templates).
+
+    Only ``{{`` opens an action, so each one is replaced by an action that prints it: ``{{ "{{" }}``.
+    """
+    return text.replace("{{", '{{ "{{" }}')
 
 
 def regex_escape(text: str) -> str:
@@ -171,17 +181,36 @@ def effective_selector(slo: SLOFile, override: Sequence[Matcher] = ()) -> tuple[
     return merge_selectors(slo.selector, override)
 
 
+def selector_text(selector: Sequence[Matcher]) -> str:
+    """``job="canary",track="a"``: the matchers as written in PromQL, without braces."""
+    return ",".join(str(m) for m in selector)
+
+
+def selector_label(slo: SLOFile, selector: Sequence[Matcher]) -> str | None:
+    """The ``slo_selector`` label value for ``selector``, or ``None`` for the default ``job="<service>"``."""
+    default = (Matcher("job", "=", promql_string(slo.service)),)
+    return None if tuple(selector) == default else selector_text(selector)
+
+
 def good_ratio_query(objective: Objective, selector: Sequence[Matcher], window: str) -> str:
     """The query the gate evaluates and the AnalysisTemplate runs: good ratio over ``window`` (0 to 1)."""
     return sli(objective, selector).good_ratio(window)
 
 
-def slo_labels(slo: SLOFile, objective: Objective) -> dict[str, str]:
-    return {LABEL_SERVICE: slo.service, LABEL_NAME: objective.name, LABEL_TYPE: objective.type}
+def slo_labels(slo: SLOFile, objective: Objective, selector: Sequence[Matcher] | None = None) -> dict[str, str]:
+    """The labels of an objective's recorded series and alerts; ``slo_selector`` too for a non-default selector."""
+    labels = {LABEL_SERVICE: slo.service, LABEL_NAME: objective.name, LABEL_TYPE: objective.type}
+    selected = selector_label(slo, slo.selector if selector is None else selector)
+    if selected is not None:
+        labels[LABEL_SELECTOR] = selected
+    return labels
 
 
 def _recorded(window: str, labels: dict[str, str]) -> str:
     matchers = [Matcher(k, "=", promql_string(v)) for k, v in labels.items() if k != LABEL_TYPE]
+    if LABEL_SELECTOR not in labels:
+        # The default rules must not also read the series recorded for another selector (a canary's).
+        matchers.append(Matcher(LABEL_SELECTOR, "=", '""'))
     return series(RECORD_ERROR_RATIO.format(window=window), matchers)
 
 
@@ -224,17 +253,22 @@ def _alert(slo: SLOFile, objective: Objective, severity: str, labels: dict[str, 
         conditions.append(f"{pair.long}/{pair.short} above {factor}x")
     what = objective.description or f"{objective.type} of {objective.describe_scope()}"
     speed = "fast" if severity == "page" else "slowly"
+    selected = f" {{{labels[LABEL_SELECTOR]}}}" if LABEL_SELECTOR in labels else ""
     return {
         "alert": ALERT_NAME,
         "expr": _Block("\nor\n".join(clauses) + "\n"),
         # The objective's labels are repeated here (the expression carries them too) so that each alert
-        # rule is distinct to `promtool check rules`' duplicate-rule lint.
-        "labels": {"severity": severity, **labels},
+        # rule is distinct to `promtool check rules`' duplicate-rule lint. Prometheus expands alert labels
+        # and annotations as Go templates: user text is escaped so that a "{{" in it stays literal.
+        "labels": {"severity": severity, **{k: template_literal(v) for k, v in labels.items()}},
         "annotations": {
-            "summary": f"{slo.service} {objective.name}: error budget burning {speed}",
+            "summary": template_literal(f"{slo.service}{selected} {objective.name}: error budget burning {speed}"),
             "description": (
-                f"{what}: the {number(Decimal(repr(objective.target)))}% {objective.window} objective's error "
-                "budget is being spent at {{ $value | humanize }}x the sustainable rate "
+                template_literal(
+                    f"{what}: the {number(Decimal(repr(objective.target)))}% {objective.window} objective's error "
+                )
+                # printf, not humanize: humanize writes a burn rate of 0.95 as "950m".
+                + 'budget is being spent at {{ printf "%.2f" $value }}x the sustainable rate '
                 f"({' or '.join(conditions)})."
             ),
         },
@@ -244,9 +278,10 @@ def _alert(slo: SLOFile, objective: Objective, severity: str, labels: dict[str, 
 def build_rules(slo: SLOFile, override: Sequence[Matcher] = ()) -> dict[str, Any]:
     """The rule file as a dict: one group per objective, recording rules first, then its two alerts."""
     selector = effective_selector(slo, override)
+    selected = selector_label(slo, selector)
     groups = []
     for objective in slo.objectives:
-        labels = slo_labels(slo, objective)
+        labels = slo_labels(slo, objective, selector)
         indicator = sli(objective, selector)
         rules: list[dict[str, Any]] = [
             {"record": RECORD_ERROR_RATIO.format(window=w), "expr": indicator.error_ratio(w), "labels": labels}
@@ -259,17 +294,26 @@ def build_rules(slo: SLOFile, override: Sequence[Matcher] = ()) -> dict[str, Any
             {"record": RECORD_ERROR_BUDGET, "expr": f"vector({number(objective.error_budget)})", "labels": labels}
         )
         rules += [_alert(slo, objective, severity, labels) for severity in ("page", "ticket")]
-        groups.append({"name": f"obskit-slo:{slo.service}:{objective.name}", "rules": rules})
+        name = f"obskit-slo:{slo.service}:{objective.name}" + (f":{{{selected}}}" if selected is not None else "")
+        groups.append({"name": name, "rules": rules})
     return {"groups": groups}
 
 
 def render_rules(slo: SLOFile, override: Sequence[Matcher] = ()) -> str:
     """The Prometheus rule file for ``slo`` as YAML text (``obskit slo render``)."""
-    matchers = ",".join(str(m) for m in effective_selector(slo, override))
+    selector = effective_selector(slo, override)
+    matchers = selector_text(selector)
     selected = f"series selected by {{{matchers}}}" if matchers else "every series (empty selector)"
+    label = selector_label(slo, selector)
+    distinct = (
+        f"Recorded series and alerts carry {LABEL_SELECTOR}={promql_string(label)} (not the default selector).\n"
+        if label is not None
+        else ""
+    )
     header = (
         f"Generated by `obskit slo render` from {slo.source}; do not edit, re-render.\n"
         f"Service {slo.service}, {selected}.\n"
+        f"{distinct}"
         "Alerts: multi-window multi-burn-rate (Google SRE workbook, ch. 5); severity=page or ticket."
     )
     return dump_yaml(build_rules(slo, override), header)
