@@ -292,6 +292,13 @@ def test_exit_flushes_spans(receiver: OtlpReceiver, tmp_path):
         ("/livez", True),
         ("/metrics", True),
         ("/health?probe=k8s", True),
+        ("/v2/health/live", True),  # the Open Inference Protocol (KServe v2, Triton, MLServer)
+        ("/v2/health/ready/", True),
+        ("/v2/models/iris/ready", True),
+        ("/v2/models/iris/versions/3/ready", True),
+        ("/v2/models/iris/infer", False),
+        ("/v2/models/iris", False),
+        ("/v2/health/stats", False),
         ("/health-report", False),
         ("/api/health", False),
         ("/predict", False),

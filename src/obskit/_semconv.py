@@ -118,8 +118,11 @@ DEFAULT_DENIED_LABELS: Final = frozenset(
 MAX_LABEL_VALUE_LENGTH: Final = 128
 
 # Excluded by default: health, readiness, liveness and metrics endpoints (regexes, searched in the path).
+# One anchored pattern (contrib's form of it prefixes the leading ^ with the URL's scheme and host). The second
+# line: the Open Inference Protocol's probes (KServe v2, Triton, MLServer), server and per-model readiness.
 DEFAULT_EXCLUDED_URLS: Final = (
-    r"^/(health|healthz|healthcheck|ready|readyz|readiness|live|livez|liveness|metrics|ping)/?$"
+    r"^/(health|healthz|healthcheck|ready|readyz|readiness|live|livez|liveness|metrics|ping"
+    r"|v2/health/(live|ready)|v2/models/[^/]+(/versions/[^/]+)?/ready)/?$"
 )
 
 INSTRUMENTATION_NAME: Final = "obskit"

@@ -269,3 +269,28 @@ def test_a_stream_failing_after_its_status_is_an_error():
         assert span.status.status_code.name == "ERROR"
         duration = telemetry.metric("http.server.request.duration")
         assert duration.count({"error.type": "RuntimeError"}, route="/stream", status_code=200) == 1
+
+
+def test_open_inference_protocol_probes_are_excluded_by_default():
+    """KServe v2 / Triton / MLServer probe paths produce no span and no metric; the inference route does."""
+    with capture_telemetry() as telemetry:
+        app = FastAPI()
+
+        @app.get("/v2/health/ready")
+        def ready() -> dict[str, bool]:
+            return {"ready": True}
+
+        @app.get("/v2/models/{name}/ready")
+        def model_ready(name: str) -> dict[str, str]:
+            return {"name": name}
+
+        @app.post("/v2/models/{name}/infer")
+        def infer(name: str) -> dict[str, str]:
+            return {"model_name": name}
+
+        client = TestClient(app)
+        assert client.get("/v2/health/ready").status_code == 200
+        assert client.get("/v2/models/iris/ready").status_code == 200
+        assert client.post("/v2/models/iris/infer").status_code == 200
+        assert [s.name for s in telemetry.spans()] == ["POST /v2/models/{name}/infer"]
+        assert telemetry.metric("http.server.request.duration").count() == 1
