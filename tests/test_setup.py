@@ -373,3 +373,41 @@ def test_init_after_shutdown_warns_and_stays_off(receiver: OtlpReceiver):
     with pytest.warns(ObskitWarning, match="telemetry stays off until the process restarts"):
         again = _init(receiver)
     assert again is handle
+
+
+def test_an_apps_own_trace_id_in_extra_is_kept_not_refused():
+    """logging.Logger.makeRecord refuses extra keys a record factory set (KeyError in the app's logging call):
+    with obskit's factory installed, extra={"trace_id": ...} still logs, and the app's value wins."""
+    import logging
+
+    from obskit.testing import capture_telemetry
+
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    logger = logging.getLogger("test.extra")
+    handler = Keep()
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        with capture_telemetry() as telemetry:
+
+            @obskit.inference(model="m")
+            def predict() -> None:
+                logger.info("own ids", extra={"trace_id": "from-app", "trace_sampled": "yes", "user": "u1"})
+                logger.info("ours")
+
+            predict()
+            [span] = telemetry.spans(name="inference m")
+        own, ours = records
+        assert (own.trace_id, own.trace_sampled, own.user) == ("from-app", "yes", "u1")  # type: ignore[attr-defined]
+        assert own.span_id == ours.span_id == f"{span.context.span_id:016x}"  # type: ignore[attr-defined]
+        assert ours.trace_id == f"{span.context.trace_id:032x}"  # type: ignore[attr-defined]
+    finally:
+        logger.removeHandler(handler)
+    from obskit._logging import _ORIGINAL_MAKE_RECORD
+
+    assert logging.Logger.makeRecord is _ORIGINAL_MAKE_RECORD  # the stdlib's again once obskit shut down

@@ -9,8 +9,8 @@ nothing is printed twice. Every record (exported or not) gains ``trace_id``/``sp
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Final
 
 from opentelemetry import trace
 
@@ -49,6 +49,8 @@ def install_record_factory() -> None:
 
     _previous_factory, _installed_factory = previous, factory
     logging.setLogRecordFactory(factory)
+    if logging.Logger.makeRecord is not _make_record:
+        logging.Logger.makeRecord = _make_record  # type: ignore[method-assign]
 
 
 def uninstall_record_factory() -> None:
@@ -57,6 +59,38 @@ def uninstall_record_factory() -> None:
         assert _previous_factory is not None
         logging.setLogRecordFactory(_previous_factory)
     _installed_factory = _previous_factory = None
+    if logging.Logger.makeRecord is _make_record:
+        logging.Logger.makeRecord = _ORIGINAL_MAKE_RECORD  # type: ignore[method-assign]
+
+
+_ORIGINAL_MAKE_RECORD: Final = logging.Logger.makeRecord
+
+
+def _make_record(
+    self: logging.Logger,
+    name: str,
+    level: int,
+    fn: str,
+    lno: int,
+    msg: object,
+    args: Any,
+    exc_info: Any,
+    func: str | None = None,
+    extra: Mapping[str, object] | None = None,
+    sinfo: str | None = None,
+) -> logging.LogRecord:
+    """``Logger.makeRecord``, where an app's own ``extra={"trace_id": ...}`` wins over the factory's value.
+
+    The stock one raises KeyError ("Attempt to overwrite 'trace_id' in LogRecord") for a key the record factory
+    set: that would raise inside the app's logging call, in its request handler.
+    """
+    if extra is not None and not _CONTEXT_KEYS.isdisjoint(extra):
+        given = {key: extra[key] for key in _CONTEXT_KEYS if key in extra}
+        rest = {key: value for key, value in extra.items() if key not in _CONTEXT_KEYS}
+        record = _ORIGINAL_MAKE_RECORD(self, name, level, fn, lno, msg, args, exc_info, func, rest, sinfo)
+        record.__dict__.update(given)
+        return record
+    return _ORIGINAL_MAKE_RECORD(self, name, level, fn, lno, msg, args, exc_info, func, extra, sinfo)
 
 
 def _exportable(record: logging.LogRecord) -> bool:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -293,4 +295,44 @@ def test_open_inference_protocol_probes_are_excluded_by_default():
         assert client.get("/v2/models/iris/ready").status_code == 200
         assert client.post("/v2/models/iris/infer").status_code == 200
         assert [s.name for s in telemetry.spans()] == ["POST /v2/models/{name}/infer"]
+        assert telemetry.metric("http.server.request.duration").count() == 1
+
+
+@pytest.mark.parametrize("header", [b"user-agent", b"traceparent"])
+def test_undecodable_header_bytes_leave_the_request_measured(header: bytes):
+    """Bytes that are neither UTF-8 nor a valid escape (b"\\xff\\\\x") made contrib's decoding raise: the request
+    went without span and metric, a way for a client to hide from the error rate."""
+    import asyncio
+
+    with capture_telemetry() as telemetry:
+        app = _app()
+
+        async def call() -> None:
+            scope = {
+                "type": "http",
+                "asgi": {"version": "3.0"},
+                "http_version": "1.1",
+                "method": "GET",
+                "scheme": "http",
+                "path": "/items/1",
+                "raw_path": b"/items/1",
+                "query_string": b"",
+                "root_path": "",
+                "headers": [(b"host", b"testserver"), (header, b"\xff\\x")],
+                "client": ("127.0.0.1", 5000),
+                "server": ("testserver", 80),
+            }
+            sent: list[dict[str, Any]] = []
+
+            async def receive() -> dict[str, Any]:
+                return {"type": "http.request", "body": b"", "more_body": False}
+
+            async def send(message: dict[str, Any]) -> None:
+                sent.append(message)
+
+            await app(scope, receive, send)
+            assert sent[0]["status"] == 200
+
+        asyncio.run(call())
+        assert [s.name for s in telemetry.spans()] == ["GET /items/{item_id}"]
         assert telemetry.metric("http.server.request.duration").count() == 1

@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 from time import perf_counter
+from typing import Any
 
 import httpx
 import pytest
@@ -312,3 +313,31 @@ def test_an_app_wrapped_after_instrumentation_keeps_its_wrapper_when_init_runs_a
             assert app.wsgi_app is proxied
     assert [w.category for w in caught] == [ObskitWarning]
     assert "its wsgi_app was wrapped after obskit instrumented it" in str(caught[0].message)
+
+
+@pytest.mark.parametrize("traces", ["otlp", "none"])
+def test_start_response_takes_exc_info_by_keyword(traces: str) -> None:
+    """PEP 3333 names start_response's third parameter: a WSGI layer under obskit's may pass exc_info=..."""
+
+    class Keyword:
+        def __init__(self, app: Any) -> None:
+            self.app = app
+
+        def __call__(self, environ: Any, start_response: Any) -> Any:
+            def start(status: str, headers: Any, exc_info: Any = None) -> Any:
+                return start_response(status, headers, exc_info=exc_info)
+
+            return self.app(environ, start)
+
+    app = Flask("keyword")  # before init(): Keyword ends up inside obskit's wrapper
+    app.wsgi_app = Keyword(app.wsgi_app)  # type: ignore[method-assign]
+
+    @app.get("/ok")
+    def ok() -> str:
+        return "ok"
+
+    with capture_telemetry(traces_exporter=traces) as telemetry:
+        obskit.instrument_app(app)
+        response = app.test_client().get("/ok")
+        assert (response.status_code, response.data) == (200, b"ok")
+        assert telemetry.metric("http.server.request.duration").count(route="/ok") == 1

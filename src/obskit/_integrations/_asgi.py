@@ -96,11 +96,15 @@ def _agent(raw: bytes) -> tuple[str, str | None]:
 
 
 def _decode(raw: bytes) -> str:
-    # contrib's _decode_header_item
+    # contrib's _decode_header_item, which raises for bytes that are neither UTF-8 nor a valid escape sequence
+    # (b"\xff\\x"): then latin-1, which decodes any bytes, or the request would go without telemetry.
     try:
         return raw.decode("utf-8")
     except ValueError:
-        return raw.decode("unicode_escape")
+        try:
+            return raw.decode("unicode_escape")
+        except ValueError:
+            return raw.decode("latin-1")
 
 
 class _CarrierGetter(Getter[dict[str, str]]):

@@ -338,7 +338,7 @@ class Exchange:
         self.response_headers: Any = None
         self.active: Any = None
 
-    def start_response(self, status: str, headers: Any, *args: Any) -> Any:
+    def start_response(self, status: str, headers: Any, exc_info: Any = None) -> Any:
         self.status = status
         self.response_headers = headers
         # get_global_response_propagator() returns this module global: read directly, a call less per request.
@@ -348,7 +348,7 @@ class Exchange:
                 propagator.inject(headers, setter=default_response_propagation_setter)
             except Exception:
                 internal_error("wsgi response propagation")
-        return self._start_response(status, headers, *args)
+        return self._start_response(status, headers, exc_info)  # PEP 3333: exc_info may come by keyword
 
 
 def _file_wrapper(iterable: Any, environ: Mapping[str, Any]) -> bool:
@@ -585,9 +585,9 @@ class Middleware:
                 method, _, _, scheme, protocol, active = requests.get(key) or request_info(key)
                 seen: list[str] = []
 
-                def start(status: str, headers: Any, *args: Any) -> Any:
+                def start(status: str, headers: Any, exc_info: Any = None) -> Any:
                     seen.append(status)
-                    return start_response(status, headers, *args)
+                    return start_response(status, headers, exc_info)
 
                 active.up()
                 t0 = perf_counter()
