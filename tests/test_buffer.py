@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import threading
 import time
@@ -145,6 +146,41 @@ def test_collector_retry_hint_is_honoured_even_by_flush(make_buffer):
     assert buffer.flush(3)
     first, second = sender.attempts[0][0], sender.attempts[1][0]
     assert second - first >= 0.3 * 0.95
+
+
+@pytest.mark.parametrize("hint", [math.nan, math.inf, -5.0])
+def test_a_retry_hint_that_is_no_delay_is_ignored(make_buffer, hint):
+    """A NaN/infinite/negative hint is no hint: the normal backoff applies, which flush() skips."""
+    sender = FakeSender(SendResult.retry("HTTP 429", retry_after=hint))
+    buffer = make_buffer(sender, backoff=Backoff(initial=30.0, maximum=30.0))
+    buffer.put(SPANS, b"x", 1)
+    sender.wait_attempts(1)
+    assert buffer.flush(3)  # a hinted wait would be honoured by flush(); our own 15-30 s backoff is skipped
+    assert sender.delivered == [b"x"]
+
+
+def test_a_backoff_without_a_usable_delay_still_retries(make_buffer):
+    """Defence in depth: a Backoff yielding NaN must not leave the signal never due (and its thread spinning)."""
+    sender = FakeSender(SendResult.retry("UNAVAILABLE"))
+    buffer = make_buffer(sender, backoff=Backoff(initial=0.02, maximum=math.nan))
+    buffer.put(SPANS, b"x", 1)
+    sender.wait_attempts(1)
+    assert buffer.flush(5)
+    assert sender.delivered == [b"x"]
+
+
+def test_a_hint_too_long_for_a_condition_wait_does_not_break_the_sender_thread(make_buffer, swallowing):
+    """An uncapped 1e300 s hint: Condition.wait() cannot take it (OverflowError); the thread waits in bounded steps."""
+    errors = _safety.internal_error_count()
+    sender = FakeSender(SendResult.retry("RESOURCE_EXHAUSTED", retry_after=1e300))
+    buffer = make_buffer(sender, backoff=Backoff(initial=0.02, maximum=0.05, max_hint=math.inf))
+    buffer.put(SPANS, b"x", 1)
+    sender.wait_attempts(1)
+    buffer.put(SPANS, b"y", 1)  # wakes the sender thread, which computes its wait again
+    assert not buffer.flush(0.3)  # the collector's hint is honoured
+    assert _safety.internal_error_count() == errors
+    assert buffer.shutdown(0.2) is False
+    assert _dropped(_stats(buffer)) == {"shutdown": 2}
 
 
 def test_non_retryable_answer_drops_the_batch_as_rejected(make_buffer, caplog):

@@ -11,7 +11,8 @@ How data flows (SPEC §5):
   sleeps of up to 32 s, at exit too) are bypassed: the buffer does the waiting. A retryable failure (collector
   unreachable or black-holing, UNAVAILABLE, RESOURCE_EXHAUSTED, 429, 502-504) puts the request back at the head of
   its queue and backs that signal off exponentially with jitter, or for as long as the collector's gRPC
-  ``RetryInfo`` / HTTP ``Retry-After`` asks. Any other answer drops it as ``rejected``.
+  ``RetryInfo`` / HTTP ``Retry-After`` asks (up to ``Backoff.max_hint``; a NaN, infinite, negative or unparsable
+  hint is no hint). Any other answer drops it as ``rejected``.
 - The bound (``OBSKIT_EXPORT_BUFFER_BYTES``) is shared by the three signals and counts the exact encoded size of
   every buffered request plus a fixed per-batch overhead. Past it the oldest request of any signal is dropped.
 - Several buffered requests of one signal are sent as one: concatenated OTLP protobuf messages are a valid message
@@ -34,6 +35,7 @@ collector refused in a partial success), ``shutdown`` (left over at the shutdown
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import threading
@@ -82,6 +84,11 @@ _MAX_BATCHES_PER_REQUEST: Final = 64
 # or until LINGER_BYTES are buffered. flush() and shutdown() do not wait, nor does a signal being retried.
 LINGER_SECONDS: Final = 0.5
 LINGER_BYTES: Final = MAX_REQUEST_BYTES // 2
+# The sender thread's longest sleep: it re-checks what is due at least this often (any put() or flush() wakes it
+# sooner). Also keeps Condition.wait() away from a timeout it cannot take (OverflowError past time_t).
+_MAX_WAIT_SECONDS: Final = 60.0
+# The retry delay when a backoff yields no usable one (NaN, infinite or negative; a misconfigured Backoff).
+_FALLBACK_DELAY_SECONDS: Final = 5.0
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -134,9 +141,18 @@ class Backoff:
     # A collector's Retry-After/RetryInfo is honoured up to this long.
     max_hint: float = 300.0
 
+    @staticmethod
+    def usable_hint(hint: float | None) -> float | None:
+        """The collector's hint if it is a delay at all (finite, not negative); None lets the backoff decide.
+
+        A NaN would pass through ``min``/``max`` and make the signal's next attempt never due, and the sender
+        thread's ``Condition.wait(nan)`` return at once: a thread spinning at 100% CPU that never exports again.
+        """
+        return hint if hint is not None and math.isfinite(hint) and hint >= 0.0 else None
+
     def delay(self, failures: int, hint: float | None) -> float:
-        if hint is not None:
-            return min(max(hint, 0.0), self.max_hint)
+        if (hint := self.usable_hint(hint)) is not None:
+            return min(hint, self.max_hint)
         ceiling = min(self.maximum, self.initial * 2 ** min(failures - 1, 30))
         return float(ceiling * random.uniform(0.5, 1.0))
 
@@ -398,7 +414,12 @@ class ExportBuffer:
             for s, state in self._state.items()
             if state.queue
         ]
-        return max(min(waits), 0.001) if waits else None
+        if not waits:
+            return None
+        wait = min(waits)
+        if not wait <= _MAX_WAIT_SECONDS:  # NaN included: wait(nan) would return at once, a busy loop
+            return _MAX_WAIT_SECONDS
+        return max(wait, 0.001)
 
     def _take_locked(self, signal: str) -> _Flight:
         state = self._state[signal]
@@ -454,8 +475,12 @@ class ExportBuffer:
             elif result.retryable:
                 state.queue.extendleft(reversed(flight.batches))
                 state.failures += 1
-                state.hinted = result.retry_after is not None
-                self._ready_at[signal] = now + self._backoff.delay(state.failures, result.retry_after)
+                hint = self._backoff.usable_hint(result.retry_after)
+                state.hinted = hint is not None
+                delay = self._backoff.delay(state.failures, hint)
+                if not 0.0 <= delay < math.inf:  # a NaN deadline never comes: the thread would wait for ever
+                    delay = _FALLBACK_DELAY_SECONDS
+                self._ready_at[signal] = now + delay
                 if state.failing_since is None:
                     state.failing_since = now
                     log = self._failing_log(signal, result.detail)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import math
 import os
 import sys
 import threading
@@ -68,6 +69,11 @@ _RETRYABLE_GRPC: Final = frozenset(
     {"CANCELLED", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED", "OUT_OF_RANGE", "UNAVAILABLE", "DATA_LOSS"}
 )
 _RETRYABLE_HTTP: Final = frozenset({429, 502, 503, 504})
+# The most of an HTTP response body read: an Export*ServiceResponse (a partial success: a count and a message) is
+# a few hundred bytes. A collector answering with more must not make this process hold it (SPEC §5: memory within
+# a configured bound).
+MAX_RESPONSE_BYTES: Final = 1024 * 1024
+_READ_CHUNK_BYTES: Final = 64 * 1024
 
 
 def _read(path: str | None) -> bytes | None:
@@ -158,6 +164,15 @@ def _rejected(signal: str, response: Any) -> tuple[int, str]:
     return int(getattr(partial, _OTLP[signal][3])), str(partial.error_message)
 
 
+def _retry_delay(seconds: float) -> float | None:
+    """A collector's retry hint if it is a delay at all: finite and not negative. None: the buffer's backoff applies.
+
+    A NaN (``Retry-After: nan``) would otherwise become a next attempt that is never due and a sender thread that
+    spins; the buffer caps a usable hint (``Backoff.max_hint``) and guards against a bad one again.
+    """
+    return seconds if math.isfinite(seconds) and seconds >= 0.0 else None
+
+
 def _grpc_retry_after(error: Any) -> float | None:
     """The collector's RetryInfo: in the ``google.rpc.retryinfo-bin`` trailer or in the rich status details."""
     from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped,unused-ignore]
@@ -167,16 +182,20 @@ def _grpc_retry_after(error: Any) -> float | None:
     except Exception:  # not a call error (say, a channel that failed to start)
         return None
     info = None
-    if (raw := metadata.get("google.rpc.retryinfo-bin")) is not None:
-        info = error_details_pb2.RetryInfo.FromString(raw)
-    elif (raw := metadata.get("grpc-status-details-bin")) is not None:
-        for detail in status_pb2.Status.FromString(raw).details:
-            if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-                info = error_details_pb2.RetryInfo()
-                detail.Unpack(info)
+    try:
+        if (raw := metadata.get("google.rpc.retryinfo-bin")) is not None:
+            info = error_details_pb2.RetryInfo.FromString(raw)
+        elif (raw := metadata.get("grpc-status-details-bin")) is not None:
+            for detail in status_pb2.Status.FromString(raw).details:
+                if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+                    info = error_details_pb2.RetryInfo()
+                    detail.Unpack(info)
+    except Exception:  # an unparsable hint is no hint: the batch is retried on the normal backoff, not dropped
+        _logger.debug("obskit: unparsable gRPC RetryInfo from the collector", exc_info=True)
+        return None
     if info is None:
         return None
-    return float(info.retry_delay.seconds + info.retry_delay.nanos / 1e9)
+    return _retry_delay(float(info.retry_delay.seconds + info.retry_delay.nanos / 1e9))
 
 
 class _GrpcCallGuard:
@@ -310,15 +329,49 @@ def _http_retry_after(value: str | None) -> float | None:
     """``Retry-After``: delay-seconds or an HTTP-date (RFC 9110)."""
     if not value:
         return None
+    text = value.strip()
     try:
-        return max(float(value.strip()), 0.0)
+        seconds = float(text)
     except ValueError:
         pass
+    else:  # "nan", "inf", "1e400" (inf) and negative numbers are no delay: None, the normal backoff applies
+        return _retry_delay(seconds)
     try:
-        when = parsedate_to_datetime(value.strip())
-    except (TypeError, ValueError):
+        when = parsedate_to_datetime(text)
+        delay = when.timestamp() - time.time()
+    except (TypeError, ValueError, OverflowError, IndexError):
         return None
-    return max(when.timestamp() - time.time(), 0.0)
+    return max(delay, 0.0)  # a date in the past: retry now
+
+
+def _bounded_body(response: Any, limit: int, deadline: float) -> bytes | None:
+    """The (decoded) body of a streamed ``requests`` response if it fits in ``limit`` bytes and arrives by ``deadline``.
+
+    None when it does not: reading stops there (the caller closes the response, and with it the connection).
+    ``requests``' timeout bounds each socket read, not the whole body: a collector trickling a byte a second
+    would hold the sender thread for ever. Each read returns what one receive got (``read1``), and the socket's
+    timeout shrinks to what is left of the attempt.
+    """
+    raw = response.raw
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            sock = getattr(getattr(raw, "connection", None), "sock", None)
+            if sock is not None:
+                sock.settimeout(remaining)
+            chunk = raw.read1(_READ_CHUNK_BYTES, decode_content=True)
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+    except Exception:  # cut off, reset, timed out, undecodable: the status line was the answer
+        return None
 
 
 class HttpSender:
@@ -363,7 +416,9 @@ class HttpSender:
         if self._session is None:
             self._session = requests.Session()
         body = gzip.compress(payload, compresslevel=6) if self._gzip else payload
+        deadline = time.monotonic() + timeout
         try:
+            # stream=True: the body is read below, bounded in size and time, never whole (``response.content``).
             response = self._session.post(
                 self._url,
                 data=body,
@@ -372,23 +427,35 @@ class HttpSender:
                 verify=self._verify,
                 cert=self._cert,
                 allow_redirects=False,
+                stream=True,
             )
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
             return SendResult.retry(type(exc).__name__)
         except requests.exceptions.RequestException as exc:  # a malformed URL or header: retrying cannot help
             return SendResult.reject(type(exc).__name__)
-        status = response.status_code
-        if 200 <= status < 300:
-            rejected, message = 0, ""
-            if response.content and "protobuf" in response.headers.get("content-type", ""):
-                try:
-                    rejected, message = _rejected(self.signal, self._response.FromString(response.content))
-                except Exception:  # an unparsable success body: the data was accepted
-                    _logger.debug("obskit: unparsable OTLP response body from %s", self.describe())
-            return SendResult.success(rejected, message)
-        if status in _RETRYABLE_HTTP:
-            return SendResult.retry(f"HTTP {status}", _http_retry_after(response.headers.get("retry-after")))
-        return SendResult.reject(f"HTTP {status}")
+        with response:  # closed on every path: an unread (or partly read) body closes its connection
+            status = response.status_code
+            if 200 <= status < 300:
+                # A 2xx is a success whatever follows (the OTLP specification): a body that is too large, too slow
+                # (past the attempt's deadline), cut off or unparsable is a success without partial-success details.
+                # Read (bounded) whatever the content type: a body read to its end leaves the connection reusable.
+                rejected, message = 0, ""
+                content = _bounded_body(response, MAX_RESPONSE_BYTES, deadline)
+                if content is None:
+                    _logger.debug(
+                        "obskit: unreadable OTLP response body from %s (too large, too slow or cut off); "
+                        "the export succeeded",
+                        self.describe(),
+                    )
+                elif content and "protobuf" in response.headers.get("content-type", ""):
+                    try:
+                        rejected, message = _rejected(self.signal, self._response.FromString(content))
+                    except Exception:  # an unparsable success body: the data was accepted
+                        _logger.debug("obskit: unparsable OTLP response body from %s", self.describe())
+                return SendResult.success(rejected, message)
+            if status in _RETRYABLE_HTTP:
+                return SendResult.retry(f"HTTP {status}", _http_retry_after(response.headers.get("retry-after")))
+            return SendResult.reject(f"HTTP {status}")
 
     def close(self) -> None:
         session, self._session = self._session, None
