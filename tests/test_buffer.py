@@ -148,6 +148,19 @@ def test_collector_retry_hint_is_honoured_even_by_flush(make_buffer):
     assert second - first >= 0.3 * 0.95
 
 
+def test_a_retry_hint_of_zero_still_pauses(make_buffer):
+    """A collector answering "Retry-After: 0" to every attempt gets them Backoff.min_hint apart, not in a loop."""
+    sender = FakeSender(*[SendResult.retry("HTTP 429", retry_after=0.0)] * 2)  # then success
+    buffer = make_buffer(sender)
+    buffer.put(SPANS, b"x", 1)
+    sender.wait_attempts(3)
+    first, second, third = (attempt[0] for attempt in sender.attempts[:3])
+    floor = FAST.min_hint
+    assert second - first >= floor * 0.95
+    assert third - second >= floor * 0.95
+    assert FAST.delay(1, 0.0) == floor == 0.5
+
+
 @pytest.mark.parametrize("hint", [math.nan, math.inf, -5.0])
 def test_a_retry_hint_that_is_no_delay_is_ignored(make_buffer, hint):
     """A NaN/infinite/negative hint is no hint: the normal backoff applies, which flush() skips."""

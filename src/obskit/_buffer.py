@@ -138,8 +138,10 @@ class Backoff:
 
     initial: float = 0.5
     maximum: float = 5.0
-    # A collector's Retry-After/RetryInfo is honoured up to this long.
+    # A collector's Retry-After/RetryInfo is honoured up to this long, and at least this long: a collector
+    # answering "Retry-After: 0" (or a date in the past) to every attempt must not get a retry loop with no pause.
     max_hint: float = 300.0
+    min_hint: float = 0.5
 
     @staticmethod
     def usable_hint(hint: float | None) -> float | None:
@@ -152,7 +154,7 @@ class Backoff:
 
     def delay(self, failures: int, hint: float | None) -> float:
         if (hint := self.usable_hint(hint)) is not None:
-            return min(hint, self.max_hint)
+            return min(max(hint, self.min_hint), self.max_hint)
         ceiling = min(self.maximum, self.initial * 2 ** min(failures - 1, 30))
         return float(ceiling * random.uniform(0.5, 1.0))
 
