@@ -336,3 +336,19 @@ def test_undecodable_header_bytes_leave_the_request_measured(header: bytes):
         asyncio.run(call())
         assert [s.name for s in telemetry.spans()] == ["GET /items/{item_id}"]
         assert telemetry.metric("http.server.request.duration").count() == 1
+
+
+def test_client_sent_span_values_are_cut_to_a_bound():
+    """A 20-KB path, query and User-Agent are kept to 8,192 characters on the span (the span queue counts spans)."""
+    from obskit._integrations._http import MAX_CLIENT_VALUE
+
+    with capture_telemetry(capture_query=True) as telemetry:
+        app = _app()
+        long = "x" * 20_000
+        TestClient(app).get(f"/items/{long}?q={long}", headers={"user-agent": "agent/" + long})
+        [span] = telemetry.spans(name="GET /items/{item_id}")
+        assert span.attributes is not None
+        assert span.attributes["url.path"] == ("/items/" + long)[:MAX_CLIENT_VALUE]
+        assert span.attributes["url.query"] == ("q=" + long)[:MAX_CLIENT_VALUE]
+        assert span.attributes["user_agent.original"] == ("agent/" + long)[:MAX_CLIENT_VALUE]
+        assert MAX_CLIENT_VALUE == 8192

@@ -341,3 +341,24 @@ def test_start_response_takes_exc_info_by_keyword(traces: str) -> None:
         response = app.test_client().get("/ok")
         assert (response.status_code, response.data) == (200, b"ok")
         assert telemetry.metric("http.server.request.duration").count(route="/ok") == 1
+
+
+def test_client_sent_span_values_are_cut_to_a_bound() -> None:
+    """As on FastAPI: url.path, url.query and user_agent.original are kept to 8,192 characters on the span."""
+    from obskit._integrations._http import MAX_CLIENT_VALUE
+
+    with capture_telemetry(capture_query=True) as telemetry:
+        app = Flask("long")
+
+        @app.get("/items/<item>")
+        def item(item: str) -> str:
+            return "ok"
+
+        long = "x" * 20_000
+        client = app.test_client()
+        client.get(f"/items/{long}?q={long}", headers={"User-Agent": "agent/" + long})
+        [span] = telemetry.spans(name="GET /items/<item>")
+        assert span.attributes is not None
+        assert span.attributes["url.path"] == ("/items/" + long)[:MAX_CLIENT_VALUE]
+        assert span.attributes["url.query"] == ("q=" + long)[:MAX_CLIENT_VALUE]
+        assert span.attributes["user_agent.original"] == ("agent/" + long)[:MAX_CLIENT_VALUE]

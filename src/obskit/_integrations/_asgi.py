@@ -60,7 +60,7 @@ from .._context import SPAN_ID, TRACE_FLAGS, TRACE_ID, attach_context, current_c
 from .._safety import record_internal_error
 from .._serverspan import ServerSpan, server_spans
 from .._tracer import CleanAttributes
-from ._http import ApiSeries, ExcludedPaths, MethodNames, redact_query
+from ._http import MAX_CLIENT_VALUE, ApiSeries, ExcludedPaths, MethodNames, redact_query
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -83,7 +83,7 @@ _agents: dict[bytes, tuple[str, str | None]] = {}
 
 def _agent(raw: bytes) -> tuple[str, str | None]:
     """The decoded agent and the synthetic type contrib would record ("test", "bot" or None), remembered."""
-    agent = _decode(raw)
+    agent = _decode(raw)[:MAX_CLIENT_VALUE]
     lowered = agent.lower()
     synthetic = "test" if any(p in lowered for p in _TEST_AGENTS) else None
     if synthetic is None and any(p in lowered for p in _BOT_AGENTS):
@@ -547,7 +547,7 @@ class _Request:
                 templates[key] = template
         attributes: dict[str, Any] = CleanAttributes(template)
         if path:
-            attributes["url.path"] = path
+            attributes["url.path"] = path if len(path) <= MAX_CLIENT_VALUE else path[:MAX_CLIENT_VALUE]
         if address:
             attributes["client.address"] = address
         if port is not None:
@@ -555,7 +555,8 @@ class _Request:
         if middleware._capture_query:
             query = scope.get("query_string")
             if query:
-                attributes["url.query"] = redact_query(_decode(query) if isinstance(query, bytes) else query)
+                text = redact_query(_decode(query) if isinstance(query, bytes) else query)
+                attributes["url.query"] = text[:MAX_CLIENT_VALUE]
         capture = middleware._capture
         if capture is not None and capture.request and self.server:
             attributes = dict(attributes)  # header values are tuples: the tracer checks them

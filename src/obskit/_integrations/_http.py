@@ -225,6 +225,12 @@ def _is_sensitive_param(name: str) -> bool:
     return lowered in SENSITIVE_QUERY_NAMES or bool(_SENSITIVE_QUERY_RE.search(lowered))
 
 
+# Client-sent values kept on server spans (url.path, url.query, user_agent.original) are cut to this many
+# characters. The SDK's span queue is bounded by count (OTEL_BSP_MAX_QUEUE_SIZE), not bytes: with the collector
+# down, 100-KB paths and 16-KB User-Agents from clients held 366 MiB in a uvicorn worker (52 MiB without obskit).
+MAX_CLIENT_VALUE: Final = 8192
+
+
 def redact_query(query: str) -> str:
     """Replace the values of sensitive parameters (``token``, ``api_key``, ``password``, ``sig``...) by REDACTED.
 

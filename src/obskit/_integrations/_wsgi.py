@@ -60,7 +60,7 @@ from .. import _semconv as sc
 from .._context import SPAN_ID, TRACE_FLAGS, TRACE_ID, attach_context, current_context, detach_context, with_span
 from .._serverspan import ServerSpan, server_spans
 from .._tracer import CleanAttributes
-from ._http import SENSITIVE_HEADERS, ApiSeries, ExcludedPaths, MethodNames, redact_query
+from ._http import MAX_CLIENT_VALUE, SENSITIVE_HEADERS, ApiSeries, ExcludedPaths, MethodNames, redact_query
 
 METHOD: Final = sc.ATTR_HTTP_REQUEST_METHOD
 ROUTE: Final = sc.ATTR_HTTP_ROUTE
@@ -718,11 +718,11 @@ class Middleware:
         if target:  # contrib records the path only when the server gives the raw target
             path = get("PATH_INFO")
             if path:
-                attributes["url.path"] = path
+                attributes["url.path"] = path if len(path) <= MAX_CLIENT_VALUE else path[:MAX_CLIENT_VALUE]
             if self.capture_query:
                 query = get("QUERY_STRING")
                 if query:
-                    attributes["url.query"] = redact_query(query)
+                    attributes["url.query"] = redact_query(query)[:MAX_CLIENT_VALUE]
         address = get("REMOTE_ADDR")
         if address:
             attributes["client.address"] = address
@@ -737,6 +737,8 @@ class Middleware:
 
                 agent = normalize_user_agent(agent)
             if agent:
+                if len(agent) > MAX_CLIENT_VALUE:
+                    agent = agent[:MAX_CLIENT_VALUE]
                 attributes["user_agent.original"] = agent
                 synthetic = self._agents.get(agent, False)
                 if synthetic is False:
