@@ -142,7 +142,7 @@ def test_query_strings_off_by_default_redacted_when_opted_in():
         assert span.attributes is not None
         assert "url.query" not in span.attributes
         assert "abc123" not in str(dict(span.attributes))
-    with capture_telemetry(capture_query=True) as telemetry:
+    with capture_telemetry(capture_query=True, capture_headers=("x-model",)) as telemetry:
         TestClient(_app()).get("/items/1?token=abc123&q=iris")
         [span] = telemetry.spans(name="GET /items/{item_id}")
         assert span.attributes is not None
@@ -342,13 +342,14 @@ def test_client_sent_span_values_are_cut_to_a_bound():
     """A 20-KB path, query and User-Agent are kept to 8,192 characters on the span (the span queue counts spans)."""
     from obskit._integrations._http import MAX_CLIENT_VALUE
 
-    with capture_telemetry(capture_query=True) as telemetry:
+    with capture_telemetry(capture_query=True, capture_headers=("x-model",)) as telemetry:
         app = _app()
         long = "x" * 20_000
-        TestClient(app).get(f"/items/{long}?q={long}", headers={"user-agent": "agent/" + long})
+        TestClient(app).get(f"/items/{long}?q={long}", headers={"user-agent": "agent/" + long, "x-model": long})
         [span] = telemetry.spans(name="GET /items/{item_id}")
         assert span.attributes is not None
         assert span.attributes["url.path"] == ("/items/" + long)[:MAX_CLIENT_VALUE]
         assert span.attributes["url.query"] == ("q=" + long)[:MAX_CLIENT_VALUE]
         assert span.attributes["user_agent.original"] == ("agent/" + long)[:MAX_CLIENT_VALUE]
+        assert span.attributes["http.request.header.x_model"] == (long[:MAX_CLIENT_VALUE],)  # an opted-in header
         assert MAX_CLIENT_VALUE == 8192

@@ -347,7 +347,7 @@ def test_client_sent_span_values_are_cut_to_a_bound() -> None:
     """As on FastAPI: url.path, url.query and user_agent.original are kept to 8,192 characters on the span."""
     from obskit._integrations._http import MAX_CLIENT_VALUE
 
-    with capture_telemetry(capture_query=True) as telemetry:
+    with capture_telemetry(capture_query=True, capture_headers=("x-model",)) as telemetry:
         app = Flask("long")
 
         @app.get("/items/<item>")
@@ -356,9 +356,10 @@ def test_client_sent_span_values_are_cut_to_a_bound() -> None:
 
         long = "x" * 20_000
         client = app.test_client()
-        client.get(f"/items/{long}?q={long}", headers={"User-Agent": "agent/" + long})
+        client.get(f"/items/{long}?q={long}", headers={"User-Agent": "agent/" + long, "x-model": long})
         [span] = telemetry.spans(name="GET /items/<item>")
         assert span.attributes is not None
         assert span.attributes["url.path"] == ("/items/" + long)[:MAX_CLIENT_VALUE]
         assert span.attributes["url.query"] == ("q=" + long)[:MAX_CLIENT_VALUE]
         assert span.attributes["user_agent.original"] == ("agent/" + long)[:MAX_CLIENT_VALUE]
+        assert span.attributes["http.request.header.x_model"] == (long[:MAX_CLIENT_VALUE],)  # an opted-in header

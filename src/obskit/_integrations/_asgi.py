@@ -288,7 +288,7 @@ class HeaderCapture:
             decision = self.decide(raw_name, response)
             if decision is not None:
                 key, redact = decision
-                values.setdefault(key, []).append("[REDACTED]" if redact else _decode(raw_value))
+                values.setdefault(key, []).append("[REDACTED]" if redact else _decode(raw_value)[:MAX_CLIENT_VALUE])
         return {key: tuple(items) for key, items in values.items()}
 
 

@@ -126,7 +126,9 @@ class HeaderCapture:
             return {}
         sanitize = self._sanitize
         return {
-            prefix + name.replace("-", "_"): (sanitize(name, value),) for name, value in found.items() if match(name)
+            prefix + name.replace("-", "_"): (sanitize(name, value)[:MAX_CLIENT_VALUE],)
+            for name, value in found.items()
+            if match(name)
         }
 
     def request(self, environ: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
