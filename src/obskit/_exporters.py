@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import gzip
 import logging
-import math
 import os
 import sys
 import threading
@@ -26,6 +25,7 @@ from urllib.parse import urlsplit
 from . import _semconv as sc
 from ._buffer import (
     LINGER_SECONDS,
+    Backoff,
     BufferedLogExporter,
     BufferedMetricExporter,
     BufferedSpanExporter,
@@ -164,15 +164,6 @@ def _rejected(signal: str, response: Any) -> tuple[int, str]:
     return int(getattr(partial, _OTLP[signal][3])), str(partial.error_message)
 
 
-def _retry_delay(seconds: float) -> float | None:
-    """A collector's retry hint if it is a delay at all: finite and not negative. None: the buffer's backoff applies.
-
-    A NaN (``Retry-After: nan``) would otherwise become a next attempt that is never due and a sender thread that
-    spins; the buffer caps a usable hint (``Backoff.max_hint``) and guards against a bad one again.
-    """
-    return seconds if math.isfinite(seconds) and seconds >= 0.0 else None
-
-
 def _grpc_retry_after(error: Any) -> float | None:
     """The collector's RetryInfo: in the ``google.rpc.retryinfo-bin`` trailer or in the rich status details."""
     from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped,unused-ignore]
@@ -195,7 +186,8 @@ def _grpc_retry_after(error: Any) -> float | None:
         return None
     if info is None:
         return None
-    return _retry_delay(float(info.retry_delay.seconds + info.retry_delay.nanos / 1e9))
+    # A hint that is no delay (NaN, infinite, negative) is none: the buffer's backoff applies.
+    return Backoff.usable_hint(float(info.retry_delay.seconds + info.retry_delay.nanos / 1e9))
 
 
 class _GrpcCallGuard:
@@ -335,7 +327,7 @@ def _http_retry_after(value: str | None) -> float | None:
     except ValueError:
         pass
     else:  # "nan", "inf", "1e400" (inf) and negative numbers are no delay: None, the normal backoff applies
-        return _retry_delay(seconds)
+        return Backoff.usable_hint(seconds)
     try:
         when = parsedate_to_datetime(text)
         delay = when.timestamp() - time.time()

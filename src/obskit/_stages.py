@@ -275,9 +275,16 @@ class _Resolved:
                 self.stage_spans = binding.stage_spans(binding.tracer, self.span_name, self.span_attrs)
             except Exception as exc:
                 _internal_error("stage spans", exc)
-        self.duration_series: _Recorder = _Pending(binding, binding.duration, attrs, self._store_duration)
-        self.batch_series: _Recorder = _Pending(binding, binding.batch_size, attrs, self._store_batch)
-        self.ttfo_series: _Recorder = _Pending(binding, binding.ttfo, attrs, self._store_ttfo)
+        # Each _Pending puts the series in its own place once the guard accepted it (see _Pending).
+        self.duration_series: _Recorder = _Pending(
+            binding, binding.duration, attrs, functools.partial(setattr, self, "duration_series")
+        )
+        self.batch_series: _Recorder = _Pending(
+            binding, binding.batch_size, attrs, functools.partial(setattr, self, "batch_series")
+        )
+        self.ttfo_series: _Recorder = _Pending(
+            binding, binding.ttfo, attrs, functools.partial(setattr, self, "ttfo_series")
+        )
         self.error_series: dict[type[BaseException], _Recorder] = {}
         binding.resolved.append(self)
 
@@ -285,15 +292,6 @@ class _Resolved:
         """Calls started and not yet ended (read ended first: never negative, at worst one instant late)."""
         ended = _aggregate.count_value(self.ended)
         return _aggregate.count_value(self.started) - ended
-
-    def _store_duration(self, series: _aggregate.Series) -> None:
-        self.duration_series = series
-
-    def _store_batch(self, series: _aggregate.Series) -> None:
-        self.batch_series = series
-
-    def _store_ttfo(self, series: _aggregate.Series) -> None:
-        self.ttfo_series = series
 
     def series_for_error(self, exc_type: type[BaseException]) -> _Recorder:
         series = self.error_series.get(exc_type)

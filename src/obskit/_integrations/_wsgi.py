@@ -359,6 +359,25 @@ def _file_wrapper(iterable: Any, environ: Mapping[str, Any]) -> bool:
     return isinstance(wrapper, type) and isinstance(iterable, wrapper)
 
 
+def _streamed(
+    iterable: Any, environ: Mapping[str, Any], context: otel_context.Context | None, end: Callable[..., Any], *args: Any
+) -> Any:
+    """A streamed body wrapped in a :class:`Stream` that calls ``end(*args, escaped)`` once it is sent.
+
+    The server's ``wsgi.file_wrapper`` is not wrapped (so that it can still use sendfile): it ends now. So does a
+    body that cannot be wrapped (counted as an internal error), never left open.
+    """
+    try:
+        if _file_wrapper(iterable, environ):
+            end(*args, None)
+            return iterable
+        return Stream(iterable, context, end, *args)
+    except Exception:
+        internal_error("wsgi stream")
+        end(*args, None)
+        return iterable
+
+
 class Stream:
     """A streamed body's WSGI iterable: the request ends (metrics, span) once the body is sent, or given up on.
 
@@ -576,7 +595,6 @@ class Middleware:
         request_info = self.request_info
         record_duration = self.record_duration
         end_metrics = self._end_metrics
-        stream_metrics = self._stream_metrics
 
         def obskit_metrics_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
             try:
@@ -602,7 +620,10 @@ class Middleware:
                 end_metrics(method, scheme, protocol, get(route_key), seen, active, t0, exc)
                 raise
             if stream_key in environ:  # a streamed body: recorded once the server has read it
-                return stream_metrics(result, environ, method, scheme, protocol, get(route_key), seen, active, t0)
+                return _streamed(
+                    result, environ, None, end_metrics, method, scheme, protocol, get(route_key), seen, active, t0
+                )
+            # _end_metrics(..., None), inline: a call fewer per request on this path
             duration = perf_counter() - t0
             try:
                 active.down()
@@ -632,50 +653,22 @@ class Middleware:
         except Exception:
             internal_error("wsgi request metrics")
 
-    def _stream_metrics(
-        self,
-        iterable: Any,
-        environ: Mapping[str, Any],
-        method: str,
-        scheme: str | None,
-        protocol: str,
-        route: str | None,
-        seen: list[str],
-        active: Any,
-        t0: float,
-    ) -> Any:
-        """A metrics-only request's streamed body (a :class:`Stream`), recorded once the server has read it."""
-        try:
-            if _file_wrapper(iterable, environ):
-                self._end_metrics(method, scheme, protocol, route, seen, active, t0, None)
-                return iterable
-            return Stream(iterable, None, self._end_metrics, method, scheme, protocol, route, seen, active, t0)
-        except Exception:
-            internal_error("wsgi stream")
-            self._end_metrics(method, scheme, protocol, route, seen, active, t0, None)  # never left active
-            return iterable
-
     def stream(self, exchange: Exchange, iterable: Any, environ: Mapping[str, Any]) -> Any:
         """The iterable of a streamed body (a :class:`Stream`), which ends ``exchange`` once the server has read it.
 
         The server span is detached from the server's context now (the app has returned) and attached again
         around each step of the body, so that the spans and logs made while streaming belong to the request.
         """
-        try:
-            if _file_wrapper(iterable, environ):
-                self.finish(exchange, None)
-                return iterable
-            context = None
-            token = exchange.token
-            if token is not None:
+        context = None
+        token = exchange.token
+        if token is not None:
+            try:
                 context = current_context()
                 exchange.token = None
                 detach_context(token)
-            return Stream(iterable, context, self.finish, exchange)
-        except Exception:
-            internal_error("wsgi stream")
-            self.finish(exchange, None)
-            return iterable
+            except Exception:
+                internal_error("wsgi stream")
+        return _streamed(iterable, environ, context, self.finish, exchange)
 
     def enter(self, exchange: Exchange, environ: Mapping[str, Any], route: str | None) -> None:
         """The request is routed: start its server span (named by ``route``) and make it current."""

@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .. import _semconv as sc
-from .._config import MASK, mask_url
+from .._config import mask_url, scrub
 from ..exceptions import ConfigError
 from ._model import Matcher, Objective, SLOFile
 from ._rules import effective_selector, good_ratio_query, number, selector_text
@@ -102,9 +102,7 @@ class PrometheusClient:
         self.timeout = timeout
 
     def _scrub(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, MASK)
-        return text
+        return scrub(text, self.secrets)
 
     def query(self, expr: str) -> list[tuple[dict[str, str], float]]:
         """Run an instant query; return (labels, value) per sample of the resulting vector or scalar."""
