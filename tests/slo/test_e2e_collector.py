@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import io
 import re
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from rich.console import Console
 from obskit.slo._gate import run_gate
 from obskit.slo._model import parse_slo
 
+from ._fake_prometheus import serving
 from ._stack import ROOT, Prometheus, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -63,15 +63,8 @@ def collector() -> Iterator[str]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with serving(Handler) as port:
+        yield f"127.0.0.1:{port}"
 
 
 def test_documented_scrape_job_keeps_the_collectors_job(tmp_path: Path, collector: str) -> None:

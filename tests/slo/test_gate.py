@@ -7,7 +7,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,7 @@ from obskit.slo._gate import PrometheusClient, evaluate, exit_code, judge, run_g
 from obskit.slo._model import parse_selector, parse_slo
 from obskit.slo._rules import good_ratio_query
 
-from ._fake_prometheus import Answer, fake_prometheus, vector
+from ._fake_prometheus import Answer, fake_prometheus, serving, vector
 
 ROOT = Path(__file__).resolve().parents[2]
 SLO = parse_slo(
@@ -362,17 +362,10 @@ def test_credentials_do_not_follow_a_redirect() -> None:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    other = ThreadingHTTPServer(("127.0.0.1", 0), Elsewhere)
-    thread = threading.Thread(target=other.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    target = f"http://localhost:{other.server_address[1]}/stolen"
-    try:
+    with serving(Elsewhere) as port:
+        target = f"http://localhost:{port}/stolen"
         with fake_prometheus(lambda q: (302, {"Location": target}), redirect=True) as (url, _):
             code, out = gate(url.replace("http://", "http://gate:s3cret@"))
-    finally:
-        other.shutdown()
-        other.server_close()
-        thread.join(5)
     assert code == 2
     assert seen == [None]
     assert "s3cret" not in out
